@@ -1,0 +1,46 @@
+"""CenterNet: ResNet-18 body, a neck back to stride 4, and the three heads."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from detector.model.backbone import ResNet18Backbone, Weights
+from detector.model.head import CenterNetHead
+from detector.model.neck import NECKS
+
+NeckName = Literal["lean", "deconv"]
+
+
+class CenterNet(nn.Module):
+    """Objects as Points with a ResNet-18 body.
+
+    ``forward(images)``: ``images`` float32 ``[B, 3, H, W]``, normalised (``detector.preprocess.normalize``),
+    H and W multiples of 32. Returns a dict of ``[B, *, H/4, W/4]`` maps:
+
+    - ``heatmap``: ``[B, C, h, w]`` logits (not probabilities) of "an object centre of class c is in this cell";
+    - ``offset``: ``[B, 2, h, w]`` sub-cell position (x, y) of the centre inside its cell, in cells (0..1);
+    - ``size``: ``[B, 2, h, w]`` box (width, height) in output cells (input pixels / ``stride``).
+
+    Args:
+        num_classes: number of heatmap channels C.
+        neck: ``"lean"`` (default, fast) or ``"deconv"`` (the paper's three 256-channel transposed convolutions).
+        weights: backbone weights: ``"imagenet"``, ``None`` (random init) or a local ``.pth`` path.
+        head_channels: hidden width of each head's 3x3 convolution.
+    """
+
+    def __init__(self, num_classes: int, neck: NeckName = "lean", weights: Weights = None, head_channels: int = 64):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if neck not in NECKS:
+            raise ValueError(f"unknown neck {neck!r}; choose one of {sorted(NECKS)}")
+        self.num_classes = num_classes
+        self.backbone = ResNet18Backbone(weights)
+        self.neck = NECKS[neck](self.backbone.channels)
+        self.head = CenterNetHead(self.neck.out_channels, num_classes, head_channels)
+        self.stride = self.backbone.strides[0]
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(self.neck(self.backbone(images)))

@@ -1,0 +1,33 @@
+"""The three CenterNet heads: for each output a 3x3 conv, ReLU and a 1x1 conv."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+# Heatmap bias so that every cell starts at probability 0.1 (the paper's prior; keeps the first focal losses sane).
+HEATMAP_PRIOR = 0.1
+
+
+def _head(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(hidden, out_channels, kernel_size=1),
+    )
+
+
+class CenterNetHead(nn.Module):
+    """``forward(x [B, in, h, w])`` -> ``{"heatmap": [B, C, h, w] logits, "offset": [B, 2, h, w],
+    "size": [B, 2, h, w]}``."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64):
+        super().__init__()
+        self.heatmap = _head(in_channels, hidden, num_classes)
+        self.offset = _head(in_channels, hidden, 2)
+        self.size = _head(in_channels, hidden, 2)
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"heatmap": self.heatmap(x), "offset": self.offset(x), "size": self.size(x)}
