@@ -43,3 +43,15 @@ def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> d
     centre = torch.stack([xs, ys], dim=-1).to(offset.dtype) + offset
     boxes = cxcywh_to_xyxy(torch.cat([centre, size], dim=-1)) * stride
     return {"boxes": boxes, "scores": scores, "labels": labels}
+
+
+def flip_merge(outputs: dict[str, torch.Tensor], flipped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Flip test-time augmentation, as in the paper: average the heatmap probabilities and the sizes of an image
+    and of its horizontal mirror (whose maps are flipped back here); the offsets come from the image alone.
+
+    Both arguments are model outputs; returns the same layout, heatmap as logits of the averaged probabilities.
+    """
+    heat = (outputs["heatmap"].float().sigmoid() + flipped["heatmap"].float().flip(-1).sigmoid()) / 2
+    heat = heat.clamp(1e-7, 1 - 1e-7)
+    size = (outputs["size"].float() + flipped["size"].float().flip(-1)) / 2
+    return {"heatmap": torch.log(heat) - torch.log1p(-heat), "offset": outputs["offset"], "size": size}

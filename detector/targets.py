@@ -119,3 +119,21 @@ def _draw_gaussians(cell: torch.Tensor, radius: torch.Tensor, labels: torch.Tens
     flat = (plane * h + y.clamp(0, h - 1)) * w + x.clamp(0, w - 1)  # [M, S, S]
     heatmap.scatter_reduce_(0, flat.flatten(), torch.where(inside, value, 0.0).flatten(), reduce="amax")
     return heatmap.view(B, num_classes, h, w)
+
+
+def ignore_regions(crowd_boxes: torch.Tensor, crowd_mask: torch.Tensor, output_size: tuple[int, int],
+                   stride: int) -> torch.Tensor:
+    """Cells whose centre lies inside a crowd box: ``[B, 1, h, w]`` bool, for ``focal_loss(ignore=...)``.
+
+    ``crowd_boxes [B, M, 4]`` xyxy in input pixels, ``crowd_mask [B, M]`` True for real boxes. The heatmap loss
+    then neither rewards nor punishes predictions in COCO's ``iscrowd`` regions.
+    """
+    B, M = crowd_mask.shape
+    h, w = output_size
+    ys = (torch.arange(h, device=crowd_boxes.device, dtype=torch.float32) + 0.5) * stride
+    xs = (torch.arange(w, device=crowd_boxes.device, dtype=torch.float32) + 0.5) * stride
+    b = crowd_boxes.float()[..., None, None]  # [B, M, 4, 1, 1]
+    inside_x = (xs >= b[:, :, 0]) & (xs <= b[:, :, 2])  # [B, M, 1, w]
+    inside_y = (ys[:, None] >= b[:, :, 1]) & (ys[:, None] <= b[:, :, 3])  # [B, M, h, 1]
+    inside = inside_x & inside_y & crowd_mask.bool()[..., None, None]  # [B, M, h, w]
+    return inside.any(dim=1, keepdim=True)

@@ -1,0 +1,163 @@
+"""Evaluation: the official COCO metric (pycocotools ``COCOeval``) and Pascal VOC07 mAP.
+
+Detections travel as a COCO results list: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
+original pixels with the dataset's own category ids; ``detections_to_coco`` is the one place that writes COCO xywh.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detector.boxes import iou_xyxy, xywh_to_xyxy, xyxy_to_xywh
+
+COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+
+
+def detections_to_coco(image_ids: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                       category_ids: list[int], min_score: float = 0.0) -> list[dict]:
+    """One image's or a batch's detections as COCO result dicts.
+
+    ``image_ids [B]``, ``boxes [B, K, 4]`` xyxy in original pixels, ``scores [B, K]``, ``labels [B, K]``
+    (contiguous indices, mapped to dataset ids through ``category_ids``).
+    """
+    xywh = xyxy_to_xywh(boxes.float()).cpu().numpy().round(2)
+    scores, labels = scores.float().cpu().numpy(), labels.cpu().numpy()
+    results = []
+    for i, image_id in enumerate(image_ids.tolist()):
+        keep = scores[i] > min_score
+        for box, score, label in zip(xywh[i][keep], scores[i][keep], labels[i][keep]):
+            results.append({"image_id": int(image_id), "category_id": int(category_ids[label]),
+                            "bbox": [float(v) for v in box], "score": round(float(score), 5)})
+    return results
+
+
+@dataclass
+class CocoResult:
+    """``metrics``: the six summary APs (0..1; -1 where a size range has no objects); ``per_class``: AP per
+    class name; ``summary``: pycocotools' printed table."""
+
+    metrics: dict[str, float]
+    per_class: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+
+
+def coco_evaluate(gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> CocoResult:
+    """Run ONE ``COCOeval`` (bbox) of ``results`` against ``gt`` over ``image_ids`` (default: every image)."""
+    ids = sorted(set(image_ids)) if image_ids is not None else sorted(gt.getImgIds())
+    if not results:  # pycocotools cannot load an empty results list; nothing detected scores 0
+        return CocoResult({name: 0.0 for name in COCO_METRICS},
+                          {c["name"]: 0.0 for c in gt.loadCats(gt.getCatIds())}, "no detections")
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+    evaluator = COCOeval(gt, dt, iouType="bbox")
+    evaluator.params.imgIds = ids
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    metrics = {name: float(value) for name, value in zip(COCO_METRICS, evaluator.stats[:6])}
+    return CocoResult(metrics, _per_class_ap(gt, evaluator), _summary_lines(summary.getvalue()))
+
+
+def _per_class_ap(gt: COCO, evaluator: COCOeval) -> dict[str, float]:
+    precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
+    per_class = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        values = precision[:, :, k, 0, -1]
+        values = values[values > -1]
+        per_class[gt.cats[int(cat_id)]["name"]] = float(values.mean()) if values.size else float("nan")
+    return per_class
+
+
+def _summary_lines(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if line.strip().startswith("Average"))
+
+
+def format_table(result: CocoResult, title: str = "") -> str:
+    """A human-readable table: the summary metrics (0-100) and the per-class AP."""
+    lines = [title] if title else []
+    lines.append("  ".join(f"{name:>9}" for name in COCO_METRICS))
+    lines.append("  ".join(f"{100 * result.metrics[name]:9.2f}" for name in COCO_METRICS))
+    if result.per_class:
+        width = max(len(name) for name in result.per_class)
+        lines.append("per-class AP:")
+        lines += [f"  {name:<{width}}  {100 * ap:6.2f}" for name, ap in result.per_class.items()]
+    return "\n".join(lines)
+
+
+def voc07_map(gt: COCO, results: list[dict], iou_threshold: float = 0.5,
+              image_ids: list[int] | None = None) -> dict[str, float]:
+    """Pascal VOC mAP at IoU ``iou_threshold``, the 11-point (VOC07) and the all-point interpolation.
+
+    Ground truth marked ``iscrowd`` (how ``difficult`` VOC objects are written) is ignored: a detection matching
+    it is neither a true nor a false positive, and it does not count in recall.
+    Returns ``{"mAP50_11pt", "mAP50_allpt", "AP50_11pt/<class>", ...}`` in 0..1.
+    """
+    ids = set(image_ids) if image_ids is not None else set(gt.getImgIds())
+    out, aps11, aps_all = {}, [], []
+    for cat in gt.loadCats(gt.getCatIds()):
+        dets = [r for r in results if r["category_id"] == cat["id"] and r["image_id"] in ids]
+        anns = gt.loadAnns(gt.getAnnIds(imgIds=sorted(ids), catIds=[cat["id"]]))
+        recall, precision = _voc_curve(anns, dets, iou_threshold)
+        aps11.append(_ap_11_point(recall, precision))
+        aps_all.append(_ap_all_point(recall, precision))
+        out[f"AP50_11pt/{cat['name']}"] = aps11[-1]
+    out["mAP50_11pt"] = float(np.mean(aps11)) if aps11 else 0.0
+    out["mAP50_allpt"] = float(np.mean(aps_all)) if aps_all else 0.0
+    return out
+
+
+def _voc_curve(anns: list[dict], dets: list[dict], iou_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    by_image: dict[int, dict] = {}
+    for ann in anns:
+        entry = by_image.setdefault(ann["image_id"], {"boxes": [], "ignore": []})
+        entry["boxes"].append(ann["bbox"])
+        entry["ignore"].append(bool(ann.get("iscrowd", 0)))
+    for entry in by_image.values():
+        entry["boxes"] = xywh_to_xyxy(torch.tensor(entry["boxes"], dtype=torch.float64))
+        entry["ignore"] = np.array(entry["ignore"])
+        entry["taken"] = np.zeros(len(entry["ignore"]), dtype=bool)
+    num_positive = sum(int((~e["ignore"]).sum()) for e in by_image.values())
+    dets = sorted(dets, key=lambda d: -d["score"])
+    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
+    for i, det in enumerate(dets):
+        entry = by_image.get(det["image_id"])
+        if entry is None:
+            fp[i] = 1
+            continue
+        box = xywh_to_xyxy(torch.tensor([det["bbox"]], dtype=torch.float64))
+        ious = iou_xyxy(box, entry["boxes"])[0].numpy()
+        best = int(ious.argmax())
+        if ious[best] < iou_threshold:
+            fp[i] = 1
+        elif entry["ignore"][best]:
+            continue  # matched a difficult object: neither true nor false positive
+        elif not entry["taken"][best]:
+            entry["taken"][best] = True
+            tp[i] = 1
+        else:
+            fp[i] = 1
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    recall = tp / max(num_positive, 1)
+    precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return recall, precision
+
+
+def _ap_11_point(recall: np.ndarray, precision: np.ndarray) -> float:
+    points = [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]
+    return float(np.mean(points))
+
+
+def _ap_all_point(recall: np.ndarray, precision: np.ndarray) -> float:
+    r = np.concatenate([[0.0], recall, [1.0]])
+    p = np.concatenate([[0.0], precision, [0.0]])
+    p = np.maximum.accumulate(p[::-1])[::-1]  # precision envelope
+    changes = np.where(r[1:] != r[:-1])[0]
+    return float(np.sum((r[changes + 1] - r[changes]) * p[changes + 1]))

@@ -1,0 +1,240 @@
+"""The LightningModule: orchestrates the plain ``CenterNet`` network, its loss, the optimiser and the metric."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from pytorch_lightning.utilities import rank_zero_info
+
+from detector.evaluation import COCO_METRICS, CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map
+from detector.inference import forward_images, postprocess
+from detector.losses import CenterNetLoss
+from detector.model import CenterNet
+from detector.model.centernet import NeckName
+from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detector.targets import encode, ignore_regions
+
+CHECKPOINT_KEY = "detector"  # the self-contained model description inside a checkpoint (see on_save_checkpoint)
+
+
+class CenterNetModule(pl.LightningModule):
+    """Trains and validates a ``CenterNet``.
+
+    Args:
+        num_classes: number of classes (linked from the data module by ``tools/train.py``).
+        class_names: class names in label order (linked from the data module).
+        category_ids: the dataset's category id of each label, for COCO results files (linked from the data module).
+        input_size: square training input size in pixels (linked from the data module).
+        neck: ``lean`` (the fast default) or ``deconv`` (the paper's network).
+        weights: backbone weights: ``imagenet`` (download), null (random init) or a local ``.pth`` path.
+        head_channels: hidden width of each head.
+        lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
+        lr_batch_size: the total batch ``lr`` was tuned for; the learning rate used is
+            ``lr * (batch_size * devices * num_nodes * accumulate_grad_batches) / lr_batch_size`` (linear scaling).
+            Null: use ``lr`` as given.
+        weight_decay: Adam weight decay.
+        schedule: ``step`` (x ``gamma`` at each epoch of ``milestones``) or ``cosine`` (to 0 at the last epoch).
+        milestones: epochs of the step schedule's drops (default 90, 120: the paper's COCO recipe).
+        gamma: the step schedule's factor.
+        warmup_epochs: linear warmup from 1/10 of the learning rate, in epochs (fractions allowed); 0 disables it.
+        max_detections: detections kept per image (top-K of decoding).
+        flip_test: average the heatmaps of each validation image and its mirror.
+        nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
+        ignore_crowd: COCO ``iscrowd`` regions are neither positives nor negatives of the heatmap loss.
+        legacy_radius: the widely copied Gaussian radius (divides by 2 instead of 2a), for ablations only.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 1,
+        class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
+        input_size: int = 256,
+        neck: NeckName = "lean",
+        weights: str | None = None,
+        head_channels: int = 64,
+        lr: float = 5e-4,
+        lr_batch_size: int | None = None,
+        weight_decay: float = 0.0,
+        schedule: Literal["step", "cosine"] = "step",
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        max_detections: int = 100,
+        flip_test: bool = False,
+        nms_iou: float | None = None,
+        ignore_crowd: bool = True,
+        legacy_radius: bool = False,
+    ):
+        super().__init__()
+        milestones = [90, 120] if milestones is None else list(milestones)
+        self.save_hyperparameters()
+        self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
+        self.criterion = CenterNetLoss()
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
+        self.results_path: str | None = None  # set by tools/eval.py to write the detections json
+        self.last_result: CocoResult | None = None
+        self._val_results: list[dict] = []
+        self._val_seen: set[int] = set()
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model(images)
+
+    # training ---------------------------------------------------------------------------------------------------
+
+    def _targets(self, batch: dict, output_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        targets = encode(batch["boxes"], batch["labels"], batch["mask"], hp.num_classes, output_size,
+                         self.model.stride, legacy_radius=hp.legacy_radius)
+        if hp.ignore_crowd and "crowd_boxes" in batch and batch["crowd_boxes"].shape[1]:
+            regions = ignore_regions(batch["crowd_boxes"], batch["crowd_mask"], output_size, self.model.stride)
+            targets["ignore"] = regions & targets["heatmap"].lt(1)
+        return targets
+
+    def _loss(self, batch: dict, outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.criterion(outputs, self._targets(batch, tuple(outputs["heatmap"].shape[-2:])))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        parts = self._loss(batch, forward_images(self.model, batch["images"]))
+        batch_size = batch["images"].shape[0]
+        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=batch_size)
+        for name in ("heatmap", "offset", "size"):
+            self.log(f"train/{name}", parts[name], batch_size=batch_size)
+        return parts["loss"]
+
+    # validation -------------------------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_results, self._val_seen = [], set()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        hp = self.hparams
+        outputs = forward_images(self.model, batch["images"], flip=hp.flip_test)
+        if not hp.flip_test:  # the loss needs the plain outputs
+            self.log("val/loss", self._loss(batch, outputs)["loss"], batch_size=batch["images"].shape[0],
+                     sync_dist=True)
+        detections = postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou)
+        new = [i not in self._val_seen for i in batch["image_ids"].tolist()]  # the sampler may repeat images
+        keep = torch.tensor(new, device=batch["image_ids"].device)
+        self._val_results += detections_to_coco(batch["image_ids"][keep], detections["boxes"][keep],
+                                                detections["scores"][keep], detections["labels"][keep],
+                                                self.category_ids)
+        self._val_seen.update(batch["image_ids"].tolist())
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        results, image_ids = gather_detections(self._val_results, sorted(self._val_seen))
+        payload = [None]
+        if self.trainer.is_global_zero:
+            payload = [self._evaluate(results, image_ids)]
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list(payload, src=0)
+        metrics, self.last_result = payload[0]
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
+
+    def _evaluate(self, results: list[dict], image_ids: list[int]) -> tuple[dict[str, float], CocoResult]:
+        datamodule = self.trainer.datamodule
+        gt = datamodule.val_coco
+        result = coco_evaluate(gt, results, image_ids)
+        metrics = dict(result.metrics)
+        if getattr(datamodule, "dataset", None) == "voc":
+            voc = voc07_map(gt, results, image_ids=image_ids)
+            metrics.update(mAP50_voc07=voc["mAP50_11pt"], mAP50_allpoint=voc["mAP50_allpt"])
+        metrics["images"] = float(len(set(image_ids)))
+        self._write_reports(result, metrics, results)
+        return metrics, result
+
+    def _write_reports(self, result: CocoResult, metrics: dict[str, float], results: list[dict]) -> None:
+        title = f"epoch {self.current_epoch}, {int(metrics['images'])} images, {self.eval_description()}"
+        extra = "".join(f"\n{k}: {100 * v:.2f}" for k, v in metrics.items() if k not in COCO_METRICS and k != "images")
+        table = format_table(result, title) + extra
+        log_dir = self.trainer.log_dir
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            (Path(log_dir) / "val_per_class_ap.txt").write_text(table + "\n")
+        if self.results_path:
+            Path(self.results_path).write_text(json.dumps(results))
+
+    def eval_description(self) -> str:
+        eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
+        resolution = f"letterbox {eval_size}" if eval_size else "original resolution padded to 32"
+        return f"evaluated at {resolution}{', flip test' if self.hparams.flip_test else ''}"
+
+    # optimisation -----------------------------------------------------------------------------------------------
+
+    def effective_lr(self) -> float:
+        hp = self.hparams
+        if not hp.lr_batch_size:
+            return hp.lr
+        trainer = self.trainer
+        total = self.trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        return hp.lr * total / hp.lr_batch_size
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        lr = self.effective_lr()
+        rank_zero_info(f"learning rate {lr:.3g} (lr {hp.lr:g} for a batch of {hp.lr_batch_size or 'any size'})")
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=hp.weight_decay)
+        steps_per_epoch = max(1.0, self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs or 1))
+        scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch,
+                          self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # checkpoints ------------------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = model_description(self)
+
+
+def model_description(module: CenterNetModule) -> dict:
+    """What rebuilds the network without any config: plain Python values only (loads with ``weights_only``)."""
+    hp = module.hparams
+    return {
+        "num_classes": hp.num_classes, "class_names": module.class_names, "category_ids": module.category_ids,
+        "input_size": hp.input_size, "neck": hp.neck, "head_channels": hp.head_channels,
+        "stride": module.model.stride, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+    }
+
+
+def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: float,
+              total_steps: float):
+    """The multiplier of the base learning rate at each optimiser step (a plain function: checkpoints stay plain)."""
+    warmup_steps = warmup_epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
+        epoch = step / steps_per_epoch
+        if schedule == "step":
+            return warm * gamma ** sum(epoch >= m for m in milestones)
+        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps)))
+        return warm * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def gather_detections(results: list[dict], image_ids: list[int]) -> tuple[list[dict], list[int]]:
+    """Every rank's detections, each image counted once.
+
+    The distributed sampler pads the last batch with repeated images; an image seen by several ranks keeps the
+    detections of the first rank that reported it (repeats within one rank are dropped by ``validation_step``).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        parts = [(results, image_ids)]
+    else:
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (results, image_ids))
+    merged, seen = [], set()
+    for rank_results, rank_ids in parts:
+        new = set(rank_ids) - seen
+        merged += [r for r in rank_results if r["image_id"] in new]
+        seen |= new
+    return merged, sorted(seen)

@@ -1,0 +1,86 @@
+import contextlib
+import io
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from detector.evaluation import coco_evaluate, detections_to_coco, voc07_map
+from detector.module import gather_detections
+
+
+def make_coco(images, annotations, categories):
+    gt = COCO()
+    gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def annotation(ann_id, image_id, category_id, bbox, crowd=0):
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox,
+            "area": bbox[2] * bbox[3], "iscrowd": crowd}
+
+
+def border_dataset():
+    images = [{"id": 7, "width": 100, "height": 80}, {"id": 9, "width": 64, "height": 64}]
+    cats = [{"id": 3, "name": "cat"}, {"id": 17, "name": "dog"}]
+    anns = [annotation(1, 7, 3, [0, 0, 30, 20]),  # top-left corner
+            annotation(2, 7, 17, [60, 50, 40, 30]),  # bottom-right corner
+            annotation(3, 9, 3, [10, 10, 20, 20]),
+            annotation(4, 9, 17, [0, 30, 64, 34])]  # full width, bottom border
+    return make_coco(images, anns, cats)
+
+
+def test_ground_truth_as_detections_scores_one():
+    gt = border_dataset()
+    results = [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+               for a in gt.dataset["annotations"]]
+    result = coco_evaluate(gt, results)
+    assert result.metrics["AP"] == pytest.approx(1.0)
+    assert result.metrics["AP50"] == pytest.approx(1.0)
+    assert result.per_class == pytest.approx({"cat": 1.0, "dog": 1.0})
+
+
+def test_detections_to_coco_maps_labels_to_category_ids_and_xywh():
+    out = detections_to_coco(torch.tensor([7]), torch.tensor([[[60.0, 50.0, 100.0, 80.0], [0, 0, 1, 1]]]),
+                             torch.tensor([[0.9, 0.0]]), torch.tensor([[1, 0]]), category_ids=[3, 17])
+    assert out == [{"image_id": 7, "category_id": 17, "bbox": [60.0, 50.0, 40.0, 30.0], "score": 0.9}]
+
+
+def hand_case(with_difficult):
+    """Two objects; detections: hit (0.9), miss (0.8), hit (0.7). Optionally a difficult object found at 0.95."""
+    anns = [annotation(1, 1, 1, [10, 10, 40, 40]), annotation(2, 1, 1, [100, 100, 50, 30])]
+    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "score": 0.9},
+               {"image_id": 1, "category_id": 1, "bbox": [150, 10, 30, 30], "score": 0.8},
+               {"image_id": 1, "category_id": 1, "bbox": [100, 100, 50, 30], "score": 0.7}]
+    if with_difficult:
+        anns.append(annotation(3, 1, 1, [10, 120, 40, 40], crowd=1))
+        results.append({"image_id": 1, "category_id": 1, "bbox": [10, 120, 40, 40], "score": 0.95})
+    gt = make_coco([{"id": 1, "width": 200, "height": 200}], anns, [{"id": 1, "name": "thing"}])
+    return gt, results
+
+
+@pytest.mark.parametrize("with_difficult", [False, True])
+def test_hand_computed_precision_recall(with_difficult):
+    gt, results = hand_case(with_difficult)
+    # precision/recall after each detection: (1, 0.5), (0.5, 0.5), (2/3, 1). Interpolated precision is 1 up to
+    # recall 0.5 and 2/3 above it. COCO: 101 recall points, 51 of them <= 0.5.
+    expected_coco = (51 * 1.0 + 50 * 2 / 3) / 101
+    result = coco_evaluate(gt, results)
+    assert result.metrics["AP"] == pytest.approx(expected_coco, abs=1e-6)
+    assert result.metrics["AP50"] == pytest.approx(expected_coco, abs=1e-6)
+    voc = voc07_map(gt, results)
+    assert voc["mAP50_11pt"] == pytest.approx((6 * 1.0 + 5 * 2 / 3) / 11)  # recall points 0..0.5 and 0.6..1
+    assert voc["mAP50_allpt"] == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+
+
+def test_no_detections_scores_zero():
+    result = coco_evaluate(border_dataset(), [])
+    assert result.metrics["AP"] == 0.0
+
+
+def test_gather_counts_each_image_once():
+    results = [{"image_id": 1, "score": 0.5}, {"image_id": 2, "score": 0.4}]
+    merged, ids = gather_detections(results, [1, 2])
+    assert merged == results and ids == [1, 2]
