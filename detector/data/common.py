@@ -8,7 +8,8 @@ A reader turns a file on disk into a :class:`Sample`:
 - ``labels``: ``[N]`` int64 in ``0..C-1``;
 - ``image_id``: the dataset's integer id of the image (the id of the evaluation ground truth);
 - ``crowd_boxes``: ``[M, 4]`` float32 xyxy original pixels, regions that are not training targets (COCO
-  ``iscrowd=1``, VOC ``difficult``); a trainer may ignore the heatmap loss there.
+  ``iscrowd=1``, VOC ``difficult``); a trainer may ignore the heatmap loss there; ``crowd_labels`` ``[M]`` int64
+  their classes (the evaluation ground truth needs them; the batch carries only the boxes).
 
 Bad input (each case tested):
 
@@ -52,6 +53,7 @@ class Sample:
     labels: np.ndarray
     image_id: int
     crowd_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.float32))
+    crowd_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))
 
 
 @dataclass
@@ -63,6 +65,9 @@ class Annotation:
     boxes: np.ndarray  # [N, 4] float32 xyxy original pixels
     labels: np.ndarray  # [N] int64
     crowd_boxes: np.ndarray  # [M, 4] float32 xyxy original pixels
+    crowd_labels: np.ndarray  # [M] int64
+    width: int  # of the image, as the annotation file states it
+    height: int
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -175,7 +180,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> Sample:
         """The untransformed sample at ``index``; raises :class:`ImageReadError` if its image cannot be decoded."""
         ann = self.annotations[index]
-        return Sample(read_image(ann.file), ann.boxes, ann.labels, ann.image_id, ann.crowd_boxes)
+        return Sample(read_image(ann.file), ann.boxes, ann.labels, ann.image_id, ann.crowd_boxes, ann.crowd_labels)
 
     def __getitem__(self, index: int) -> Any:
         for attempt in range(len(self)):

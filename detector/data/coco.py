@@ -1,0 +1,158 @@
+"""COCO-format reader: the official COCO layout, or any COCO-format json with its image folder (a user's own data).
+
+Labels are contiguous ``0..C-1`` in the order of the category ids; ``category_ids[label]`` maps back to the json's
+id (COCO's 80 classes have ids 1..90 with gaps), which is what a results file needs. Boxes change frame here, once:
+COCO ``xywh`` -> xyxy original pixels (``detector.boxes.xywh_to_xyxy``). Annotations with ``iscrowd=1`` are not
+training targets; they are returned as ``crowd_boxes``. Images without annotations are kept (background images).
+Box repairs and errors follow :mod:`detector.data.common`.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+
+from detector.boxes import xywh_to_xyxy
+from detector.data.common import Annotation, DatasetError, DetectionDataset, Sample, repair_boxes
+
+_REQUIRED = {
+    "images": ("id", "file_name", "width", "height"),
+    "annotations": ("image_id", "category_id", "bbox"),
+    "categories": ("id", "name"),
+}
+
+
+def load_coco_json(path: str | Path) -> dict[str, Any]:
+    """Read and check a COCO-format json; raises :class:`DatasetError` naming the file and what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot read the annotation file: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: malformed json: {error}") from error
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a json object at the top level, got {type(data).__name__}")
+    for key, fields in _REQUIRED.items():
+        _check_entries(data, key, fields, path)
+    return data
+
+
+def _check_entries(data: dict[str, Any], key: str, fields: tuple[str, ...], path: str | Path) -> None:
+    """Every entry of ``data[key]`` is an object with ``fields``."""
+    if key not in data:
+        raise DatasetError(f"{path}: missing the key {key!r} (a COCO-format json needs images, annotations, "
+                           "categories)")
+    if not isinstance(data[key], list):
+        raise DatasetError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
+    for position, entry in enumerate(data[key]):
+        if not isinstance(entry, dict) or any(name not in entry for name in fields):
+            raise DatasetError(f"{path}: {key}[{position}] = {str(entry)[:200]} lacks one of the fields {fields}")
+
+
+def coco_from_dict(data: dict[str, Any]) -> COCO:
+    """A pycocotools ``COCO`` object (index built) from an already loaded COCO-format dict, quietly."""
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+class CocoDetection(DetectionDataset):
+    """The images of one COCO-format json, read from ``image_dir``.
+
+    Args:
+        json_path: COCO-format annotation file (``images``, ``annotations``, ``categories``).
+        image_dir: folder holding the images named by ``file_name``.
+        transform: applied to each :class:`Sample` (see :mod:`detector.data.transforms`).
+
+    Attributes: ``coco`` (pycocotools ``COCO`` of the json, original ids: the evaluation ground truth),
+    ``class_names``, ``category_ids`` (label -> json category id).
+    """
+
+    def __init__(self, json_path: str | Path, image_dir: str | Path,
+                 transform: Callable[[Sample], Any] | None = None):
+        data = load_coco_json(json_path)
+        categories = sorted(data["categories"], key=lambda c: c["id"])
+        category_ids = [int(c["id"]) for c in categories]
+        if len(set(category_ids)) != len(category_ids):
+            raise DatasetError(f"{json_path}: duplicate category ids in {category_ids}")
+        annotations = _read_annotations(data, category_ids, Path(image_dir), json_path)
+        super().__init__(annotations, [str(c["name"]) for c in categories], category_ids, str(json_path), transform)
+        self.coco = coco_from_dict(data)
+
+
+def _read_annotations(data: dict[str, Any], category_ids: list[int], image_dir: Path,
+                      path: str | Path) -> list[Annotation]:
+    """One :class:`Annotation` per json image, in the json's order, boxes repaired and counted."""
+    images = data["images"]
+    image_index = {int(image["id"]): i for i, image in enumerate(images)}
+    if len(image_index) != len(images):
+        raise DatasetError(f"{path}: duplicate image ids")
+    owner, labels, crowd = _annotation_fields(data["annotations"], image_index, category_ids, path)
+    boxes = _annotation_boxes(data["annotations"], path)
+    sizes = torch.tensor([[image["width"], image["height"]] for image in images], dtype=torch.float32)
+    sizes = sizes.reshape(-1, 2)[torch.from_numpy(owner)]  # [A, 2]
+    boxes, keep, repairs = repair_boxes(xywh_to_xyxy(boxes), sizes[:, 0], sizes[:, 1])
+    repairs.warn(path)
+    keep = keep.numpy()
+    return _group_by_image(images, image_dir, owner[keep], boxes.numpy()[keep], labels[keep], crowd[keep])
+
+
+def _annotation_fields(annotations: list[dict[str, Any]], image_index: dict[int, int], category_ids: list[int],
+                       path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per annotation: the index of its image, its contiguous label and its crowd flag (``[A]`` arrays)."""
+    label_of = {cat_id: label for label, cat_id in enumerate(category_ids)}
+    owner, labels, crowd = [], [], []
+    for position, ann in enumerate(annotations):
+        if ann["category_id"] not in label_of:
+            raise DatasetError(f"{path}: annotations[{position}] (id {ann.get('id')}) names the unknown category "
+                               f"{ann['category_id']!r}; known ids are {category_ids}")
+        if ann["image_id"] not in image_index:
+            raise DatasetError(f"{path}: annotations[{position}] (id {ann.get('id')}) names the unknown image "
+                               f"{ann['image_id']!r}")
+        owner.append(image_index[ann["image_id"]])
+        labels.append(label_of[ann["category_id"]])
+        crowd.append(bool(ann.get("iscrowd", 0)))
+    return np.array(owner, dtype=np.int64), np.array(labels, dtype=np.int64), np.array(crowd, dtype=bool)
+
+
+def _annotation_boxes(annotations: list[dict[str, Any]], path: str | Path) -> torch.Tensor:
+    """``[A, 4]`` float32 COCO xywh of every annotation; a bbox that is not 4 numbers is an error."""
+    try:
+        boxes = np.array([ann["bbox"] for ann in annotations], dtype=np.float32).reshape(-1, 4)
+    except (ValueError, TypeError) as error:
+        raise DatasetError(f"{path}: every annotation bbox must be 4 numbers [x, y, w, h]: {error}") from error
+    if len(boxes) != len(annotations):
+        raise DatasetError(f"{path}: every annotation bbox must be 4 numbers [x, y, w, h]")
+    return torch.from_numpy(boxes)
+
+
+def _group_by_image(images: list[dict[str, Any]], image_dir: Path, owner: np.ndarray, boxes: np.ndarray,
+                    labels: np.ndarray, crowd: np.ndarray) -> list[Annotation]:
+    """Split the flat ``[A]`` annotation arrays into one :class:`Annotation` per image (``owner`` = image index)."""
+    order = np.argsort(owner, kind="stable")
+    owner, boxes, labels, crowd = owner[order], boxes[order], labels[order], crowd[order]
+    bounds = np.searchsorted(owner, np.arange(len(images) + 1))
+    result = []
+    for i, image in enumerate(images):
+        part = slice(bounds[i], bounds[i + 1])
+        is_crowd = crowd[part]
+        result.append(Annotation(
+            file=image_dir / image["file_name"],
+            image_id=int(image["id"]),
+            boxes=np.ascontiguousarray(boxes[part][~is_crowd]),
+            labels=np.ascontiguousarray(labels[part][~is_crowd]),
+            crowd_boxes=np.ascontiguousarray(boxes[part][is_crowd]),
+            crowd_labels=np.ascontiguousarray(labels[part][is_crowd]),
+            width=int(image["width"]),
+            height=int(image["height"]),
+        ))
+    return result

@@ -1,0 +1,195 @@
+"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's COCO-format json), builds the readers
+with their transforms, and serves DataLoaders of the batch contract (:func:`detector.data.transforms.collate_detection`).
+
+Seeding: the train loader's generator is seeded with ``seed + global_rank`` (so a run is reproducible), and
+:func:`seed_worker` gives every worker its own augmentation stream from the per-worker seed the DataLoader derives
+from that generator (two workers never replay the same stream; in-process loading uses ``seed`` itself).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pycocotools.coco import COCO
+from torch.utils.data import DataLoader
+
+from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
+from detector.data.common import DatasetError, DetectionDataset
+from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
+from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
+from detector.data.voc import VOC_CATEGORY_IDS, VOC_CLASSES, VOC_TRAIN_SPLITS, VOC_VAL_SPLITS, VocDetection, voc_to_coco
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed Python, NumPy and the dataset's augmentation from the worker's seed."""
+    info = torch.utils.data.get_worker_info()
+    random.seed(info.seed)
+    np.random.seed(info.seed % 2**32)
+    transform = getattr(info.dataset, "transform", None)
+    if hasattr(transform, "set_random_seed"):
+        transform.set_random_seed(info.seed)
+
+
+class DetectionDataModule(pl.LightningDataModule):
+    """Training and validation data of the detector.
+
+    Args:
+        dataset: which reader: ``synthetic`` (generated on first use), ``coco`` (the official layout or explicit
+            jsons) or ``voc`` (a VOCdevkit folder).
+        root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit folder, or synthetic
+            cache folder (default ``$DETECTOR_CACHE/synthetic`` or ``~/.cache/detector/synthetic``).
+        train_json: COCO-format train annotations (your own data); overrides the one under ``root``.
+        train_images: folder of the train images named in ``train_json``.
+        val_json: COCO-format validation annotations; overrides the one under ``root``.
+        val_images: folder of the validation images named in ``val_json``.
+        voc_train_splits: VOC ``(year, image_set)`` pairs for training.
+        voc_val_splits: VOC ``(year, image_set)`` pairs for validation.
+        input_size: side of the square training input, in pixels (a multiple of 32).
+        eval_size: side of the validation letterbox; ``None`` keeps the original resolution padded to a multiple
+            of 32; ``"input"`` uses ``input_size``.
+        batch_size: images per batch (training and validation).
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        seed: seed of the shuffling and augmentation streams (and of the synthetic data).
+        scale_range: random scale of the longer image side relative to ``input_size``.
+        flip_prob: probability of a horizontal flip.
+        colour_jitter: strength of the brightness/contrast/saturation jitter (0 disables it).
+        min_visibility: after cropping, a box keeping less than this fraction of its area is dropped.
+        min_box_size: after augmentation, a box narrower or shorter than this (input pixels) is dropped.
+        num_train: number of synthetic training images.
+        num_val: number of synthetic validation images.
+    """
+
+    def __init__(self, dataset: Literal["synthetic", "coco", "voc"] = "synthetic", root: str | None = None,
+                 train_json: str | None = None, train_images: str | None = None, val_json: str | None = None,
+                 val_images: str | None = None, voc_train_splits: Sequence[tuple[str, str]] = VOC_TRAIN_SPLITS,
+                 voc_val_splits: Sequence[tuple[str, str]] = VOC_VAL_SPLITS, input_size: int = 256,
+                 eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
+                 seed: int = 0, scale_range: tuple[float, float] = (0.6, 1.4), flip_prob: float = 0.5,
+                 colour_jitter: float = 0.3, min_visibility: float = 0.3, min_box_size: float = 2.0,
+                 num_train: int = 400, num_val: int = 100):
+        super().__init__()
+        if dataset not in ("synthetic", "coco", "voc"):
+            raise ValueError(f"dataset must be 'synthetic', 'coco' or 'voc', got {dataset!r}")
+        if dataset == "voc" and root is None:
+            raise ValueError("dataset='voc' needs root, the VOCdevkit folder")
+        if dataset == "coco" and root is None and (train_json is None or val_json is None):
+            raise ValueError("dataset='coco' needs root (the COCO folder) or both train_json and val_json")
+        self.save_hyperparameters()
+        self.eval_size = input_size if eval_size == "input" else eval_size
+        self.train_dataset: DetectionDataset | None = None
+        self.val_dataset: DetectionDataset | None = None
+        self._val_coco: COCO | None = None
+        self._categories: tuple[list[str], list[int]] | None = None
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set on first use (called once per node before ``setup``)."""
+        if self.hparams.dataset == "synthetic":
+            self._synthetic_folder()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets (train for ``fit``; validation for every stage); the annotation files are read here."""
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._build("train", TrainTransform(
+                self.hparams.input_size, tuple(self.hparams.scale_range), self.hparams.flip_prob,
+                self.hparams.colour_jitter, self.hparams.min_visibility, self.hparams.min_box_size, self.hparams.seed))
+        if self.val_dataset is None:
+            self.val_dataset = self._build("val", EvalTransform(self.eval_size))
+        if self.train_dataset is not None:
+            self._check_same_categories(self.train_dataset, self.val_dataset)
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return self._loader(self.train_dataset, shuffle=True,
+                            generator=torch.Generator().manual_seed(self.hparams.seed + rank))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False, generator=None)
+
+    def _loader(self, dataset: DetectionDataset, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=collate_detection, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=workers > 0, worker_init_fn=seed_worker, generator=generator)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names, index = label (available before ``setup``)."""
+        return self._read_categories()[0]
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Label -> dataset category id (the ids of ``val_coco`` and of a results file)."""
+        return self._read_categories()[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def val_coco(self) -> COCO:
+        """pycocotools ``COCO`` of the validation ground truth (original image and category ids, original pixels;
+        for VOC the converted json, difficult objects as crowd). Needs ``setup``."""
+        if self.val_dataset is None:
+            raise RuntimeError("val_coco is available after setup()")
+        if self._val_coco is None:
+            if isinstance(self.val_dataset, VocDetection):
+                self._val_coco = coco_from_dict(voc_to_coco(self.val_dataset))
+            else:
+                self._val_coco = self.val_dataset.coco
+        return self._val_coco
+
+    @property
+    def bad_image_count(self) -> int:
+        """Images that failed to decode so far (all workers, train and validation), each replaced by another."""
+        return sum(d.bad_image_count for d in (self.train_dataset, self.val_dataset) if d is not None)
+
+    def _build(self, split: Literal["train", "val"], transform: TrainTransform | EvalTransform) -> DetectionDataset:
+        if self.hparams.dataset == "voc":
+            splits = self.hparams.voc_train_splits if split == "train" else self.hparams.voc_val_splits
+            return VocDetection(self.hparams.root, [tuple(s) for s in splits], transform)
+        json_path, images = self._coco_paths(split)
+        return CocoDetection(json_path, images, transform)
+
+    def _coco_paths(self, split: Literal["train", "val"]) -> tuple[Path, Path]:
+        """The (json, image folder) of a split: explicit arguments first, else the layout under ``root``."""
+        explicit_json, explicit_images = (getattr(self.hparams, f"{split}_{k}") for k in ("json", "images"))
+        if explicit_json is not None:
+            if explicit_images is None:
+                raise ValueError(f"{split}_json={explicit_json} needs {split}_images, the folder of its images")
+            return Path(explicit_json), Path(explicit_images)
+        if self.hparams.dataset == "synthetic":
+            folder, name = self._synthetic_folder(), split
+        else:
+            folder, name = Path(self.hparams.root), f"{split}2017"
+        return folder / "annotations" / f"instances_{name}.json", folder / name
+
+    def _synthetic_folder(self) -> Path:
+        return synthetic_dataset(self.hparams.root, self.hparams.seed, self.hparams.num_train, self.hparams.num_val)
+
+    def _read_categories(self) -> tuple[list[str], list[int]]:
+        """(class names, category ids): from a built dataset, a constant, or the json's categories only."""
+        for dataset in (self.train_dataset, self.val_dataset):
+            if dataset is not None:
+                return dataset.class_names, dataset.category_ids
+        if self._categories is None:
+            self._categories = self._categories_without_images()
+        return self._categories
+
+    def _categories_without_images(self) -> tuple[list[str], list[int]]:
+        if self.hparams.dataset == "voc":
+            return list(VOC_CLASSES), list(VOC_CATEGORY_IDS)
+        if self.hparams.dataset == "synthetic" and self.hparams.val_json is None:
+            return list(SYNTHETIC_CLASSES), list(range(1, len(SYNTHETIC_CLASSES) + 1))
+        categories = sorted(load_coco_json(self._coco_paths("val")[0])["categories"], key=lambda c: c["id"])
+        return [str(c["name"]) for c in categories], [int(c["id"]) for c in categories]
+
+    @staticmethod
+    def _check_same_categories(train: DetectionDataset, val: DetectionDataset) -> None:
+        if (train.class_names, train.category_ids) != (val.class_names, val.category_ids):
+            raise DatasetError(f"{train.source} and {val.source} have different categories: "
+                               f"{list(zip(train.category_ids, train.class_names))} vs "
+                               f"{list(zip(val.category_ids, val.class_names))}")
