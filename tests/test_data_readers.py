@@ -7,7 +7,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from pycocotools.cocoeval import COCOeval
 
 from detector.data import CocoDetection, VocDetection, coco_from_dict, voc_to_coco, write_voc_coco_json

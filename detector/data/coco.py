@@ -9,6 +9,7 @@ Box repairs and errors follow :mod:`detector.data.common`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 from pathlib import Path
@@ -73,8 +74,7 @@ class CocoDetection(DetectionDataset):
         image_dir: folder holding the images named by ``file_name``.
         transform: applied to each :class:`Sample` (see :mod:`detector.data.transforms`).
 
-    Attributes: ``coco`` (pycocotools ``COCO`` of the json, original ids: the evaluation ground truth),
-    ``class_names``, ``category_ids`` (label -> json category id).
+    Attributes: ``class_names``, ``category_ids`` (label -> json category id), ``coco`` (see its docstring).
     """
 
     def __init__(self, json_path: str | Path, image_dir: str | Path,
@@ -86,7 +86,15 @@ class CocoDetection(DetectionDataset):
             raise DatasetError(f"{json_path}: duplicate category ids in {category_ids}")
         annotations = _read_annotations(data, category_ids, Path(image_dir), json_path)
         super().__init__(annotations, [str(c["name"]) for c in categories], category_ids, str(json_path), transform)
-        self.coco = coco_from_dict(data)
+        self.json_path = Path(json_path)
+
+    @functools.cached_property
+    def coco(self) -> COCO:
+        """pycocotools ``COCO`` of the json (original image and category ids): the evaluation ground truth.
+
+        Built on first access (the json is read again), so a training split never holds a second copy in memory.
+        """
+        return coco_from_dict(load_coco_json(self.json_path))
 
 
 def _read_annotations(data: dict[str, Any], category_ids: list[int], image_dir: Path,

@@ -1,5 +1,6 @@
-"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's COCO-format json), builds the readers
-with their transforms, and serves DataLoaders of the batch contract (:func:`detector.data.transforms.collate_detection`).
+"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's COCO-format json), builds the
+readers with their transforms, and serves DataLoaders of the batch contract
+(:func:`detector.data.transforms.collate_detection`).
 
 Seeding: the train loader's generator is seeded with ``seed + global_rank`` (so a run is reproducible), and
 :func:`seed_worker` gives every worker its own augmentation stream from the per-worker seed the DataLoader derives
