@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_info
 
+from detector.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
 from detector.evaluation import COCO_METRICS, CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
@@ -19,7 +20,6 @@ from detector.model.centernet import NeckName
 from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from detector.targets import encode, ignore_regions
 
-CHECKPOINT_KEY = "detector"  # the self-contained model description inside a checkpoint (see on_save_checkpoint)
 
 
 class CenterNetModule(pl.LightningModule):
@@ -47,6 +47,8 @@ class CenterNetModule(pl.LightningModule):
         nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
         ignore_crowd: COCO ``iscrowd`` regions are neither positives nor negatives of the heatmap loss.
         legacy_radius: the widely copied Gaussian radius (divides by 2 instead of 2a), for ablations only.
+        init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
+            is kept except the class heatmap head, which starts afresh.
     """
 
     def __init__(
@@ -70,11 +72,14 @@ class CenterNetModule(pl.LightningModule):
         nms_iou: float | None = None,
         ignore_crowd: bool = True,
         legacy_radius: bool = False,
+        init_from: str | None = None,
     ):
         super().__init__()
         milestones = [90, 120] if milestones is None else list(milestones)
         self.save_hyperparameters()
         self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
+        if init_from:
+            self._init_from(init_from)
         self.criterion = CenterNetLoss()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
@@ -82,6 +87,13 @@ class CenterNetModule(pl.LightningModule):
         self.last_result: CocoResult | None = None
         self._val_results: list[dict] = []
         self._val_seen: set[int] = set()
+
+    def _init_from(self, path: str) -> None:
+        own = self.model.state_dict()
+        kept = {k: v for k, v in model_state(load_checkpoint(path)).items()
+                if not k.startswith("head.heatmap.") and k in own and own[k].shape == v.shape}
+        self.model.load_state_dict(kept, strict=False)
+        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} (class heatmap head is new)")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -131,32 +143,34 @@ class CenterNetModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         results, image_ids = gather_detections(self._val_results, sorted(self._val_seen))
+        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks, before rank 0 works alone
         payload = [None]
         if self.trainer.is_global_zero:
-            payload = [self._evaluate(results, image_ids)]
+            payload = [self._evaluate(results, image_ids, log_dir)]
         if dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(payload, src=0)
         metrics, self.last_result = payload[0]
         for name, value in metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
 
-    def _evaluate(self, results: list[dict], image_ids: list[int]) -> tuple[dict[str, float], CocoResult]:
+    def _evaluate(self, results: list[dict], image_ids: list[int],
+                  log_dir: str | None) -> tuple[dict[str, float], CocoResult]:
         datamodule = self.trainer.datamodule
         gt = datamodule.val_coco
         result = coco_evaluate(gt, results, image_ids)
         metrics = dict(result.metrics)
-        if getattr(datamodule, "dataset", None) == "voc":
+        if datamodule.hparams.get("dataset") == "voc":
             voc = voc07_map(gt, results, image_ids=image_ids)
             metrics.update(mAP50_voc07=voc["mAP50_11pt"], mAP50_allpoint=voc["mAP50_allpt"])
         metrics["images"] = float(len(set(image_ids)))
-        self._write_reports(result, metrics, results)
+        self._write_reports(result, metrics, results, log_dir)
         return metrics, result
 
-    def _write_reports(self, result: CocoResult, metrics: dict[str, float], results: list[dict]) -> None:
+    def _write_reports(self, result: CocoResult, metrics: dict[str, float], results: list[dict],
+                       log_dir: str | None) -> None:
         title = f"epoch {self.current_epoch}, {int(metrics['images'])} images, {self.eval_description()}"
         extra = "".join(f"\n{k}: {100 * v:.2f}" for k, v in metrics.items() if k not in COCO_METRICS and k != "images")
         table = format_table(result, title) + extra
-        log_dir = self.trainer.log_dir
         if log_dir:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "val_per_class_ap.txt").write_text(table + "\n")
@@ -175,7 +189,7 @@ class CenterNetModule(pl.LightningModule):
         if not hp.lr_batch_size:
             return hp.lr
         trainer = self.trainer
-        total = self.trainer.datamodule.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        total = trainer.datamodule.hparams.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         return hp.lr * total / hp.lr_batch_size
 
     def configure_optimizers(self):
