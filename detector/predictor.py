@@ -1,0 +1,246 @@
+"""Run a trained detector on images: ``Detector.from_checkpoint(path).predict(image_or_path_or_list)``.
+
+The path into the network is the evaluation's: ``preprocess.letterbox`` at the checkpoint's input size, then
+``inference.forward_images`` (normalisation, network, optional flip) and ``inference.postprocess`` (decode, inverse
+letterbox). :class:`OnnxDetector` runs a model written by ``detector.export.export_onnx`` with onnxruntime instead
+of torch, behind the same interface.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+
+from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
+from detector.data.common import read_image
+from detector.inference import forward_images, postprocess
+from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
+
+ImageInput = Union[np.ndarray, str, Path]
+# Key of the ONNX metadata entry (and TorchScript extra file) describing the exported model.
+EXPORT_METADATA_KEY = "detector"
+
+
+@dataclass
+class Detections:
+    """The detections of one image, by descending score.
+
+    ``boxes [N, 4]`` float32 xyxy in original pixels, ``scores [N]`` float32 probabilities, ``labels [N]`` int64
+    class indices, ``names [N]`` str class names.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, keep: np.ndarray) -> Detections:
+        """The detections where the ``[N]`` bool mask ``keep`` is True."""
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.names[keep])
+
+    @classmethod
+    def from_arrays(cls, boxes, scores, labels, class_names: Sequence[str]) -> Detections:
+        """From ``boxes [N, 4]``, ``scores [N]``, ``labels [N]`` (numpy arrays or tensors, any device)."""
+        labels = np.asarray(_numpy(labels), dtype=np.int64)
+        names = np.array([class_names[i] for i in labels.tolist()], dtype=str).reshape(-1)
+        return cls(np.asarray(_numpy(boxes), dtype=np.float32).reshape(-1, 4),
+                   np.asarray(_numpy(scores), dtype=np.float32), labels, names)
+
+
+@dataclass
+class FrameResult:
+    """What :meth:`Detector.predict_frame` returns for one image.
+
+    ``heatmap``: ``[C, h, w]`` float32 class probabilities on the letterboxed input's output grid (stride cells),
+    or None when not asked for. ``times``: seconds spent in ``preprocess``, ``model`` and ``decode``.
+    """
+
+    detections: Detections
+    heatmap: np.ndarray | None = None
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def as_image(x: ImageInput) -> np.ndarray:
+    """A path (read with ``read_image``) or an ``[H, W, 3]`` uint8 RGB array -> ``[H, W, 3]`` uint8 RGB array."""
+    if isinstance(x, (str, Path)):
+        return read_image(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"expected an RGB uint8 array [H, W, 3] or an image path, got {type(x).__name__}")
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {x.dtype} array of shape {x.shape}")
+    return x
+
+
+def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[str]) -> list[int] | None:
+    """Class names or indices (ints or digit strings) -> sorted class indices; None keeps every class."""
+    if classes is None:
+        return None
+    indices = set()
+    for item in classes:
+        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+            index = int(item)
+            if not 0 <= index < len(class_names):
+                raise ValueError(f"class index {index} out of range 0..{len(class_names) - 1}")
+        elif item in class_names:
+            index = list(class_names).index(item)
+        else:
+            raise ValueError(f"unknown class {item!r}; the model's classes are {list(class_names)}")
+        indices.add(index)
+    return sorted(indices)
+
+
+class BaseDetector:
+    """What every backend shares: input checks, letterbox, thresholds, timing. Subclasses implement ``infer``.
+
+    Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size).
+    """
+
+    class_names: list[str]
+    input_size: int
+
+    def predict(self, x: ImageInput | list[ImageInput], conf: float = 0.3, flip: bool = False,
+                classes: Sequence[int | str] | None = None) -> Detections | list[Detections]:
+        """Detect objects in one image or a list of images (run as one batch).
+
+        ``x``: an ``[H, W, 3]`` uint8 RGB array, an image path, or a list of them. Returns :class:`Detections`
+        (a list of them for a list) with ``score >= conf``, optionally only of ``classes`` (names or indices).
+        ``flip``: average with the mirrored image (test-time augmentation, as in evaluation).
+        """
+        images = [as_image(item) for item in x] if isinstance(x, list) else [as_image(x)]
+        if not images:
+            raise ValueError("predict got an empty list of images")
+        batch, meta = self.prepare(images)
+        detections, _, _ = self.infer(batch, meta, flip)
+        results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names))
+        return results if isinstance(x, list) else results[0]
+
+    def predict_frame(self, image: np.ndarray, conf: float = 0.3, classes: list[int] | None = None,
+                      flip: bool = False, heatmap: bool = False) -> FrameResult:
+        """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``)."""
+        start = time.perf_counter()
+        batch, meta = self.prepare([image])
+        prepared = time.perf_counter()
+        detections, heat, model_time = self.infer(batch, meta, flip, heatmap)
+        detections = self.to_detections(detections, conf, classes)[0]
+        times = {"preprocess": prepared - start, "model": model_time}
+        times["decode"] = time.perf_counter() - prepared - model_time
+        return FrameResult(detections, heat, times)
+
+    def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB uint8 images -> letterboxed ``[B, 3, S, S]`` uint8 batch and ``meta [B, 4]`` float32."""
+        boxed = [letterbox(image, self.input_size) for image in images]
+        batch = torch.stack([to_chw_tensor(image) for image, _ in boxed])
+        meta = torch.from_numpy(np.stack([m for _, m in boxed]))
+        return batch, meta
+
+    def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
+              heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
+        """Prepared ``[B, 3, S, S]`` uint8 batch and ``meta [B, 4]`` -> (``postprocess``-style dict in original
+        pixels, the first image's ``[C, h, w]`` heatmap probabilities or None, seconds spent in the network)."""
+        raise NotImplementedError
+
+    def to_detections(self, detections: dict[str, torch.Tensor], conf: float,
+                      classes: list[int] | None) -> list[Detections]:
+        """Batched ``postprocess`` output -> one :class:`Detections` per image, thresholded and filtered."""
+        results = []
+        for boxes, scores, labels in zip(detections["boxes"], detections["scores"], detections["labels"]):
+            result = Detections.from_arrays(boxes, scores, labels, self.class_names)
+            keep = result.scores >= conf
+            if classes is not None:
+                keep &= np.isin(result.labels, classes)
+            results.append(result.select(keep))
+        return results
+
+
+class Detector(BaseDetector):
+    """A CenterNet in eval mode (torch backend).
+
+    Args:
+        model: a ``CenterNet`` (its ``stride`` is used for decoding).
+        class_names: ``C`` names, index = label.
+        input_size: the square letterbox size the model was trained at (a multiple of 32).
+        max_detections: top-K of decoding, before the score threshold.
+        nms_iou: optional class-wise NMS after decoding (None: the peaks are the NMS, as in evaluation's default).
+    """
+
+    def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
+                 max_detections: int = 100, nms_iou: float | None = None):
+        self.model = model.eval()
+        self.class_names = list(class_names)
+        self.input_size = input_size
+        self.max_detections = max_detections
+        self.nms_iou = nms_iou
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Detector:
+        """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download)."""
+        checkpoint = load_checkpoint(path)
+        info = checkpoint[CHECKPOINT_KEY]
+        model = build_model(checkpoint).to(device)
+        return cls(model, info["class_names"], info["input_size"], **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.inference_mode()
+    def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
+              heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
+        """Network and decoding (``forward_images`` + ``postprocess``) on a prepared batch.
+
+        Returns the ``postprocess`` dict (``boxes [B, K, 4]`` original pixels, ``scores``, ``labels``), the first
+        image's ``[C, h, w]`` heatmap probabilities if asked for, and the seconds spent in the network.
+        """
+        start = time.perf_counter()
+        outputs = forward_images(self.model, batch.to(self.device), flip)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        model_time = time.perf_counter() - start
+        detections = postprocess(outputs, meta.to(self.device), self.model.stride, self.max_detections, self.nms_iou)
+        heat = outputs["heatmap"][0].float().sigmoid().cpu().numpy() if heatmap else None
+        return detections, heat, model_time
+
+
+class OnnxDetector(BaseDetector):
+    """A model exported by ``detector.export.export_onnx``, run with onnxruntime on the CPU.
+
+    The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
+    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap.
+    """
+
+    def __init__(self, path: str | Path):
+        import onnxruntime
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if EXPORT_METADATA_KEY not in metadata:
+            raise ValueError(f"{path} has no '{EXPORT_METADATA_KEY}' metadata: was it written by tools/export.py?")
+        info = json.loads(metadata[EXPORT_METADATA_KEY])
+        self.class_names = list(info["class_names"])
+        self.input_size = info["input_size"]
+
+    def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
+              heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
+        if flip or heatmap:
+            raise ValueError("the ONNX backend supports neither flip test nor heatmaps; use the torch backend")
+        start = time.perf_counter()
+        boxes, scores, labels = self.session.run(["boxes", "scores", "labels"], {"images": batch.numpy()})
+        model_time = time.perf_counter() - start
+        boxes = unletterbox_boxes(torch.from_numpy(boxes), meta)
+        detections = {"boxes": boxes, "scores": torch.from_numpy(scores), "labels": torch.from_numpy(labels)}
+        return detections, None, model_time
