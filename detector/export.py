@@ -1,0 +1,108 @@
+"""Export a trained detector to ONNX or TorchScript, with decoding inside the graph.
+
+The exported graph (:class:`ExportedDetector`) takes letterboxed images exactly as the predictor prepares them and
+returns the top-K detections in input pixels:
+
+- input ``images``: ``[B, 3, S, S]`` uint8 RGB, 0..255, letterboxed with ``detector.preprocess.letterbox`` at the
+  checkpoint's input size ``S`` (normalisation is inside the graph); the batch size is dynamic;
+- outputs ``boxes [B, K, 4]`` float32 xyxy in input pixels, ``scores [B, K]`` float32 probabilities in descending
+  order, ``labels [B, K]`` int64 class indices. Map boxes back to original pixels with
+  ``detector.preprocess.unletterbox_boxes`` and the letterbox ``meta``.
+
+Both files carry a description (class names, input size, K) as JSON: the ONNX metadata entry ``detector``, and
+the TorchScript extra file ``detector.json``.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
+from detector.decode import decode
+from detector.predictor import EXPORT_METADATA_KEY
+from detector.preprocess import normalize
+
+ExportFormat = Literal["onnx", "torchscript"]
+OUTPUT_NAMES = ["boxes", "scores", "labels"]
+ONNX_OPSET = 17
+
+
+class ExportedDetector(nn.Module):
+    """normalise -> network -> decode, as one module (contract in the module docstring)."""
+
+    def __init__(self, model: nn.Module, k: int = 100):
+        super().__init__()
+        self.model = model.eval()
+        self.k = k
+        self.stride = model.stride
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        detections = decode(self.model(normalize(images)), k=self.k, stride=self.stride)
+        return detections["boxes"], detections["scores"], detections["labels"]
+
+
+def description(class_names: list[str], input_size: int, k: int) -> str:
+    """The JSON stored with an exported file."""
+    return json.dumps({"class_names": list(class_names), "input_size": input_size, "max_detections": k,
+                       "input": "images uint8 [B, 3, S, S] RGB letterboxed", "outputs": OUTPUT_NAMES})
+
+
+@contextmanager
+def _quiet_tracer():
+    """Silence ``TracerWarning``: what the tracer freezes (normalisation statistics, K for the fixed input size)
+    is constant by design."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def example_input(input_size: int, batch: int = 1) -> torch.Tensor:
+    """A ``[batch, 3, S, S]`` uint8 image batch to trace with."""
+    return torch.randint(0, 256, (batch, 3, input_size, input_size), dtype=torch.uint8)
+
+
+def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], input_size: int, k: int = 100) -> Path:
+    """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (opset 17, dynamic batch) to ``path``."""
+    import onnx
+
+    path = Path(path)
+    wrapper = ExportedDetector(model, k)
+    with _quiet_tracer():
+        torch.onnx.export(wrapper, (example_input(input_size),), str(path), input_names=["images"],
+                          output_names=OUTPUT_NAMES, opset_version=ONNX_OPSET, dynamo=False,
+                          dynamic_axes={name: {0: "batch"} for name in ["images", *OUTPUT_NAMES]})
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = EXPORT_METADATA_KEY, description(class_names, input_size, k)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def export_torchscript(model: nn.Module, path: str | Path, class_names: list[str], input_size: int,
+                       k: int = 100) -> Path:
+    """Write ``model`` wrapped in :class:`ExportedDetector` as a traced TorchScript module to ``path``."""
+    path = Path(path)
+    with torch.no_grad(), _quiet_tracer():
+        traced = torch.jit.trace(ExportedDetector(model, k), (example_input(input_size),))
+    torch.jit.save(traced, str(path), _extra_files={"detector.json": description(class_names, input_size, k)})
+    return path
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | Path, k: int = 100) -> Path:
+    """Rebuild the network from ``checkpoint`` and export it in format ``fmt`` to ``output``."""
+    exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
+    if fmt not in exporters:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(exporters)}")
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"output folder {output.parent} does not exist")
+    state = load_checkpoint(checkpoint)
+    info = state[CHECKPOINT_KEY]
+    return exporters[fmt](build_model(state), output, info["class_names"], info["input_size"], k)
