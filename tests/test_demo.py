@@ -85,9 +85,12 @@ def test_demo_on_a_folder_skips_a_corrupt_image_with_a_warning(checkpoint, tmp_p
     assert "3 frames" in result.stdout and "1 unreadable skipped" in result.stdout
 
 
-def test_missing_source_fails_clearly(checkpoint, tmp_path):
+def test_missing_source_or_a_lone_unreadable_image_fails_clearly(checkpoint, tmp_path):
     missing = run_demo_tool("--checkpoint", str(checkpoint), "--source", str(tmp_path / "missing.mp4"))
     assert missing.returncode != 0 and "missing.mp4 does not exist" in missing.stderr
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
+    broken = run_demo_tool("--checkpoint", str(checkpoint), "--source", str(tmp_path / "broken.png"))
+    assert broken.returncode != 0 and "broken.png" in broken.stderr and "no frame" in broken.stderr
 
 
 def test_empty_folder_bad_webcam_and_unwritable_output_are_refused_before_any_work(tmp_path):

@@ -51,6 +51,8 @@ def main(argv=None) -> None:
     except (DemoError, CheckpointError, ValueError, OSError) as error:
         sys.exit(f"error: {error}")
     print(report.summary())
+    if report.frames == 0 and not report.stopped:
+        sys.exit(f"error: no frame of {args.source} could be read")
     if args.output:
         print(f"output: {args.output}")
 
