@@ -135,17 +135,21 @@ def annotate(image: np.ndarray, result: FrameResult, input_size: int, fps: float
 
 # sources ------------------------------------------------------------------------------------------------------------
 
+def _warn(message: str) -> None:
+    """Print to stderr without breaking the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
 class ImageSource:
     """Image files, read in order with ``read_image``; an unreadable file is reported and skipped."""
 
     live = False
     wait_ms = 0  # a shown image stays until a key is pressed
 
-    def __init__(self, paths: list[Path], warn=None):
+    def __init__(self, paths: list[Path]):
         self.paths = paths
         self.length = len(paths)
         self.skipped = 0
-        self.warn = warn or _warn
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         for path in self.paths:
@@ -153,7 +157,7 @@ class ImageSource:
                 yield path.name, read_image(path)
             except ImageReadError as error:
                 self.skipped += 1
-                self.warn(f"warning: {error}; skipped")
+                _warn(f"warning: {error}; skipped")
 
     def close(self) -> None:
         pass
@@ -164,7 +168,7 @@ class VideoSource:
 
     wait_ms = 1
 
-    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool, warn=None):
+    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool):
         self.capture = capture
         self.name = name
         self.is_file = is_file
@@ -174,7 +178,6 @@ class VideoSource:
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = fps if math.isfinite(fps) and fps > 0 else 30.0
         self.skipped = 0
-        self.warn = warn or _warn
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         index, failures = 0, 0
@@ -189,8 +192,8 @@ class VideoSource:
             else:
                 failures += 1
                 self.skipped += 1
-                self.warn(f"warning: cannot read frame {index} of {self.name}; trying the next one")
-        self.warn(f"warning: {MAX_FAILED_READS} failed reads in a row from {self.name}; stopping")
+                _warn(f"warning: cannot read frame {index} of {self.name}; trying the next one")
+        _warn(f"warning: {MAX_FAILED_READS} failed reads in a row from {self.name}; stopping")
 
     def _ended(self) -> bool:
         """A failed read of a file at (or past) its last frame is its end."""
@@ -200,10 +203,6 @@ class VideoSource:
 
     def close(self) -> None:
         self.capture.release()
-
-
-def _warn(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
 
 
 def open_source(spec: str) -> ImageSource | VideoSource:
