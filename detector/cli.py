@@ -5,9 +5,13 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytorch_lightning as pl
+from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
+from detector.callbacks import PeriodicLastCheckpoint
+from detector.checkpoint import CHECKPOINT_KEY, CheckpointError, check_classes, load_checkpoint
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import format_table
 from detector.module import CenterNetModule
@@ -27,6 +31,7 @@ class DetectorCLI(LightningCLI):
             "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": True,
             "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
         })
+        parser.add_lightning_class_args(PeriodicLastCheckpoint, "periodic_checkpoint")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
                                  "or the path of a checkpoint. The step, epoch and optimiser state continue.")
@@ -42,14 +47,25 @@ def trainer_defaults() -> dict:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:
-    """``last`` -> the newest ``last.ckpt`` under the logger's run folders (a fresh run gets a new version)."""
-    if ckpt_path != "last":
-        return ckpt_path
-    root = Path(trainer.logger.root_dir if trainer.logger else trainer.default_root_dir)
-    candidates = sorted(root.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise SystemExit(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
-    return str(candidates[-1])
+    """``last`` -> the newest ``last.ckpt`` under the logger's run folders (a fresh run gets a new version).
+
+    Says where training resumes (step and epoch), or exits with a clear message when there is nothing to resume.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        root = Path(trainer.logger.root_dir if trainer.logger else trainer.default_root_dir)
+        candidates = sorted(root.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise SystemExit(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
+        ckpt_path = str(candidates[-1])
+    try:
+        state = load_checkpoint(ckpt_path)
+    except CheckpointError as error:
+        raise SystemExit(f"--ckpt_path: {error}") from error
+    if trainer.is_global_zero:
+        print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
+    return ckpt_path
 
 
 def main(args: list[str] | None = None) -> DetectorCLI:
@@ -84,9 +100,7 @@ def report(trainer, model: CenterNetModule, data: DetectionDataModule) -> None:
         print(f"resume:      python tools/train.py --config <same config> --ckpt_path last")
 
 
-def eval_parser():
-    from jsonargparse import ArgumentParser
-
+def eval_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="tools/eval.py", description=(
         "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
         "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
@@ -114,10 +128,6 @@ def _argument_value(args: list[str], name: str) -> str | None:
 
 
 def eval_main(args: list[str] | None = None) -> dict[str, float]:
-    import pytorch_lightning as pl
-
-    from detector.checkpoint import CHECKPOINT_KEY, check_classes, load_checkpoint
-
     args = list(sys.argv[1:] if args is None else args)
     parser = eval_parser()
     path = _argument_value(args, "--checkpoint")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -13,12 +14,14 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from detector.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
 from detector.evaluation import COCO_METRICS, CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map
+from detector.decode import decode
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
 from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from detector.targets import encode, ignore_regions
+from detector.visualize import prediction_grid
 
 
 
@@ -49,6 +52,8 @@ class CenterNetModule(pl.LightningModule):
         legacy_radius: the widely copied Gaussian radius (divides by 2 instead of 2a), for ablations only.
         init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
             is kept except the class heatmap head, which starts afresh.
+        nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
+            counted; after this many such steps in a row training stops with an error.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class CenterNetModule(pl.LightningModule):
         ignore_crowd: bool = True,
         legacy_radius: bool = False,
         init_from: str | None = None,
+        nonfinite_limit: int = 20,
     ):
         super().__init__()
         milestones = [90, 120] if milestones is None else list(milestones)
@@ -83,6 +89,8 @@ class CenterNetModule(pl.LightningModule):
         self.criterion = CenterNetLoss()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
+        self.nonfinite_steps = 0  # skipped steps in this run
+        self._nonfinite_streak = 0
         self.results_path: str | None = None  # set by tools/eval.py to write the detections json
         self.last_result: CocoResult | None = None
         self._val_results: list[dict] = []
@@ -115,10 +123,27 @@ class CenterNetModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         parts = self._loss(batch, forward_images(self.model, batch["images"]))
         batch_size = batch["images"].shape[0]
-        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=batch_size)
+        if not torch.isfinite(parts["loss"]):
+            return self._skip_nonfinite(parts, batch)
+        self._nonfinite_streak = 0
+        self.log("train/loss", parts["loss"], prog_bar=True, batch_size=batch_size, on_epoch=True)
         for name in ("heatmap", "offset", "size"):
             self.log(f"train/{name}", parts[name], batch_size=batch_size)
         return parts["loss"]
+
+    def _skip_nonfinite(self, parts: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
+        """A zero loss connected to every parameter: every DDP rank still runs the same backward, no NaN enters."""
+        self.nonfinite_steps += 1
+        self._nonfinite_streak += 1
+        values = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in parts.items())
+        warnings.warn(f"non-finite loss at step {self.global_step} ({values}; images {batch['image_ids'].tolist()}): "
+                      f"step skipped, {self.nonfinite_steps} so far")
+        if self._nonfinite_streak >= self.hparams.nonfinite_limit:
+            raise FloatingPointError(
+                f"{self._nonfinite_streak} steps in a row had a non-finite loss; stopping instead of training a NaN "
+                "model. Lower the learning rate, use --trainer.gradient_clip_val, or check the data.")
+        self.log("train/nonfinite_steps", float(self.nonfinite_steps), batch_size=batch["images"].shape[0])
+        return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
 
     # validation -------------------------------------------------------------------------------------------------
 
@@ -131,6 +156,8 @@ class CenterNetModule(pl.LightningModule):
         if not hp.flip_test:  # the loss needs the plain outputs
             self.log("val/loss", self._loss(batch, outputs)["loss"], batch_size=batch["images"].shape[0],
                      sync_dist=True)
+        if batch_idx == 0:
+            self._log_prediction_grid(batch, outputs)
         detections = postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou)
         new = [i not in self._val_seen for i in batch["image_ids"].tolist()]  # the sampler may repeat images
         keep = torch.tensor(new, device=batch["image_ids"].device)
@@ -138,6 +165,18 @@ class CenterNetModule(pl.LightningModule):
                                                 detections["scores"][keep], detections["labels"][keep],
                                                 self.category_ids)
         self._val_seen.update(batch["image_ids"].tolist())
+
+    def _log_prediction_grid(self, batch: dict, outputs: dict[str, torch.Tensor]) -> None:
+        """A grid of the first validation images with their detections, to the logger (so one sees it learn)."""
+        experiment = getattr(self.logger, "experiment", None)
+        if self.trainer.sanity_checking or not self.trainer.is_global_zero or not hasattr(experiment, "add_image"):
+            return
+        count = min(8, batch["images"].shape[0])
+        images = list(batch["images"][:count].permute(0, 2, 3, 1).cpu().numpy())
+        detections = decode({k: v[:count] for k, v in outputs.items()}, self.hparams.max_detections, self.model.stride)
+        per_image = [{k: v[i] for k, v in detections.items()} for i in range(count)]  # boxes in input pixels
+        grid = prediction_grid(images, per_image, self.class_names)
+        experiment.add_image("val/predictions", grid, self.current_epoch, dataformats="HWC")
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -150,6 +189,8 @@ class CenterNetModule(pl.LightningModule):
         if dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(payload, src=0)
         metrics, self.last_result = payload[0]
+        rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
+            f"{name} {100 * metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
         for name, value in metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
 
