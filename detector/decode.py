@@ -60,7 +60,7 @@ def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> d
     Returns a dict: ``boxes`` ``[B, K, 4]`` xyxy in input pixels (x1 <= x2, y1 <= y2), ``scores`` ``[B, K]``
     probabilities in descending order (0 where fewer than K peaks exist), ``labels`` ``[B, K]`` int64 class indices.
     """
-    logits = outputs["heatmap"].float()
+    logits = outputs["heatmap"].to(torch.float32, memory_format=torch.contiguous_format)  # NCHW for the row view
     B, C, h, w = logits.shape
     values, flat = _top_peaks(logits, min(k, C * h * w))  # [B, K]
     labels = torch.div(flat, h * w, rounding_mode="floor")

@@ -18,7 +18,8 @@ import torch
 
 from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
 from detector.data.common import read_image
-from detector.inference import forward_images, postprocess
+from detector.inference import Precision, check_precision, forward_images, postprocess
+from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
 
 ImageInput = Union[np.ndarray, str, Path]
@@ -173,11 +174,18 @@ class Detector(BaseDetector):
         input_size: the square letterbox size the model was trained at (a multiple of 32).
         max_detections: top-K of decoding, before the score threshold.
         nms_iou: optional class-wise NMS after decoding (None: the peaks are the NMS, as in evaluation's default).
+        precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast: ~3x faster on CPUs with AVX512-BF16/AMX, see
+            bench/RESULTS.md; an error where the device lacks it). Check ``detector.inference.bf16_supported``.
+        prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
+            (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
-                 max_detections: int = 100, nms_iou: float | None = None):
-        self.model = model.eval()
+                 max_detections: int = 100, nms_iou: float | None = None, precision: Precision = "fp32",
+                 prepare: bool = True):
+        check_precision(precision, next(model.parameters()).device)
+        self.model = prepare_for_inference(model) if prepare else model.eval()
+        self.precision = precision
         self.class_names = list(class_names)
         self.input_size = input_size
         self.max_detections = max_detections
@@ -204,7 +212,7 @@ class Detector(BaseDetector):
         image's ``[C, h, w]`` heatmap probabilities if asked for, and the seconds spent in the network.
         """
         start = time.perf_counter()
-        outputs = forward_images(self.model, batch.to(self.device), flip)
+        outputs = forward_images(self.model, batch.to(self.device), flip, self.precision)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         model_time = time.perf_counter() - start

@@ -47,3 +47,112 @@ def test_decode_accepts_bfloat16_outputs():
     low = decode({k: v.bfloat16() for k, v in outputs.items()}, k=10)
     assert low["boxes"].dtype == torch.float32 and low["scores"].dtype == torch.float32
     assert torch.equal(low["labels"], decode({k: v.bfloat16().float() for k, v in outputs.items()}, k=10)["labels"])
+
+
+def _randomise_batchnorm(model):
+    """Non-trivial running statistics and affine parameters, so that folding has something to fold."""
+    g = torch.Generator().manual_seed(5)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("neck", ["lean", "deconv"])
+def test_batchnorm_folding_keeps_the_outputs(neck):
+    from detector.model import CenterNet
+    from detector.model.fuse import fold_batchnorm, prepare_for_inference
+
+    model = _randomise_batchnorm(CenterNet(num_classes=3, neck=neck))
+    x = torch.randn(2, 3, 64, 96)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original is untouched
+    prepared = prepare_for_inference(model)
+    assert prepared.stride == model.stride
+    with torch.no_grad():
+        expected = model(x)
+        for candidate in (folded, prepared):
+            out = candidate(x)
+            for name in expected:
+                assert torch.allclose(out[name], expected[name], atol=1e-4, rtol=1e-4), name
+
+
+def test_folding_a_grouped_transposed_convolution():
+    from detector.model.fuse import fold_batchnorm
+
+    model = _randomise_batchnorm(torch.nn.Sequential(torch.nn.ConvTranspose2d(4, 6, 4, 2, 1, groups=2),
+                                                     torch.nn.BatchNorm2d(6)))
+    x = torch.randn(1, 4, 5, 5)
+    with torch.no_grad():
+        assert torch.allclose(fold_batchnorm(model)(x), model(x), atol=1e-5)
+
+
+def test_a_batchnorm_without_a_convolution_is_refused():
+    from detector.model.fuse import fold_batchnorm
+
+    with pytest.raises(ValueError, match="no convolution"):
+        fold_batchnorm(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.BatchNorm2d(3)))
+
+
+needs_bf16 = pytest.mark.skipif(not __import__("detector.inference", fromlist=["x"]).bf16_supported("cpu"),
+                                reason="this CPU has no fast bfloat16 (AVX512-BF16/AMX)")
+
+
+def _trained_like_model():
+    """A random model whose heatmap has a few clear peaks, like a trained one (random logits all tie near 0.1)."""
+    from detector.model import CenterNet
+
+    torch.manual_seed(0)
+    model = _randomise_batchnorm(CenterNet(num_classes=4))
+    torch.nn.init.constant_(model.head.size[-1].bias, 4.0)  # boxes of about 16 px, not empty ones
+    images = torch.randint(0, 256, (2, 3, 128, 160), dtype=torch.uint8)
+    meta = torch.tensor([[1.0, 1.0, 160.0, 128.0], [0.5, 0.5, 320.0, 256.0]])
+    return model, images, meta
+
+
+@needs_bf16
+def test_bf16_detections_are_close_to_fp32():
+    from torchvision.ops import box_iou
+
+    from detector.inference import detect
+    from detector.model.fuse import prepare_for_inference
+
+    model, images, meta = _trained_like_model()
+    fast = prepare_for_inference(model)
+    full = detect(model, images, meta, k=10)
+    for candidate, precision in ((fast, "fp32"), (fast, "bf16"), (model, "bf16")):
+        out = detect(candidate, images, meta, k=50, precision=precision)
+        tolerance = 1e-4 if precision == "fp32" else 0.03  # bf16 keeps 8 bits of mantissa
+        assert torch.allclose(out["scores"][:, :10], full["scores"], atol=tolerance), precision
+        for b in range(images.shape[0]):  # each fp32 detection is found again, same class, nearly the same box
+            iou = box_iou(full["boxes"][b], out["boxes"][b]).nan_to_num()  # [10, 50]
+            iou[full["labels"][b][:, None] != out["labels"][b][None, :]] = 0
+            assert (iou.amax(1) > (0.999 if precision == "fp32" else 0.9)).all(), (precision, iou.amax(1))
+
+
+@needs_bf16
+def test_predictor_precision_option():
+    import numpy as np
+
+    from detector.predictor import Detector
+
+    model, _, _ = _trained_like_model()
+    image = np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    full = Detector(model, list("abcd"), 128, prepare=False).predict(image, conf=0.0)
+    fast = Detector(model, list("abcd"), 128).predict(image, conf=0.0)
+    low = Detector(model, list("abcd"), 128, precision="bf16").predict(image, conf=0.0)
+    np.testing.assert_allclose(fast.scores, full.scores, atol=1e-4)
+    np.testing.assert_allclose(low.scores[:10], full.scores[:10], atol=0.05)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in Detector(model, list("abcd"), 128).model.modules())
+
+
+def test_unknown_precision_is_refused():
+    from detector.inference import check_precision
+
+    with pytest.raises(ValueError, match="unknown precision"):
+        check_precision("fp8", "cpu")

@@ -25,7 +25,8 @@ class CenterNet(nn.Module):
 
     Args:
         num_classes: number of heatmap channels C.
-        neck: ``"lean"`` (default, fast) or ``"deconv"`` (the paper's three 256-channel transposed convolutions).
+        neck: ``"lean"`` (default, fast; its heads use depthwise-separable 3x3 convs) or ``"deconv"`` (the
+            paper's network: three 256-channel transposed convolutions and full 3x3 heads).
         weights: backbone weights: ``"imagenet"``, ``None`` (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head's 3x3 convolution.
     """
@@ -39,7 +40,8 @@ class CenterNet(nn.Module):
         self.num_classes = num_classes
         self.backbone = ResNet18Backbone(weights)
         self.neck = NECKS[neck](self.backbone.channels)
-        self.head = CenterNetHead(self.neck.out_channels, num_classes, head_channels)
+        self.head = CenterNetHead(self.neck.out_channels, num_classes, head_channels,
+                                  separable=self.neck.separable_heads)
         self.stride = self.backbone.strides[0]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Se
 
 
 class DeconvNeck(nn.Module):
+    separable_heads = False  # the paper's heads
     def __init__(self, in_channels: tuple[int, ...], channels: int = 256, num_layers: int = 3):
         super().__init__()
         layers, width = [], in_channels[-1]
@@ -42,6 +43,7 @@ class DeconvNeck(nn.Module):
 
 
 class LeanNeck(nn.Module):
+    separable_heads = True  # full 3x3 heads would cost more than this whole neck (bench/RESULTS.md)
     def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, int, int] = (128, 96, 64)):
         super().__init__()
         # widths are for strides 16, 8, 4; in_channels are the backbone's for strides 4, 8, 16, 32
