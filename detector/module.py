@@ -182,7 +182,9 @@ class CenterNetModule(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         results, image_ids = gather_detections(self._val_results, sorted(self._val_seen))
-        log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks, before rank 0 works alone
+        # the run folder of a training run (none when evaluating without a logger); asking is a collective under
+        # DDP, so every rank asks before rank 0 works alone
+        log_dir = self.trainer.log_dir if self.trainer.logger else None
         payload = [None]
         if self.trainer.is_global_zero:
             payload = [self._evaluate(results, image_ids, log_dir)]
