@@ -1,0 +1,197 @@
+"""End-to-end latency per image: letterbox + normalise + network + decode + boxes back to original pixels.
+
+Batch 1, a 640x480 random image, 80 classes, random weights (time does not depend on them). All models run in one
+process and are interleaved round-robin, one call each per repetition, so the noise of a shared machine hits them
+alike; the table gives each one's median and its ratio to the paper network (``deconv`` neck, fp32).
+
+- ``ours``: the default network (``neck="lean"``) as ``Detector`` runs it: ``prepare_for_inference`` (BatchNorm
+  folded, channels_last), ``inference.detect`` in fp32 or bf16 autocast.
+- ``paper``: the paper's network (``neck="deconv"``) built in this project: ``plain`` is the eval-mode module as is
+  (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
+  inference preparation as ours.
+- ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach.
+- torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
+  81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
+  time does not depend on ``--sizes``.
+- ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
+
+OpenMP threads spin while waiting; on a machine whose cores are busy with other work a spinning thread waits for
+a descheduled one and a 2-thread forward gets ~5x slower (ResNet-18 at 512: 1.08 s instead of 0.2 s). The script
+sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already.
+
+``--ablation`` instead times the network alone (no letterbox, no decode) for the steps of issue 7 one by one:
+the lean network with the paper's full 3x3 heads or depthwise-separable ones, NCHW or channels_last, BatchNorm
+kept or folded, fp32 or bf16.
+
+    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--ablation]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torchvision.models import detection
+
+from detector.inference import bf16_supported, detect, forward_images, postprocess
+from detector.model import CenterNet, ResNet18Backbone
+from detector.model.fuse import fold_batchnorm, prepare_for_inference
+from detector.model.head import CenterNetHead
+from detector.preprocess import letterbox, normalize, to_chw_tensor
+
+NUM_CLASSES = 80
+
+
+def centernet_runner(model: torch.nn.Module, size: int, precision: str) -> Callable[[np.ndarray], object]:
+    def run(image: np.ndarray):
+        boxed, meta = letterbox(image, size)
+        return detect(model, to_chw_tensor(boxed)[None], torch.from_numpy(meta)[None], precision=precision)
+    return run
+
+
+def body_runner(body: torch.nn.Module, size: int, precision: str) -> Callable[[np.ndarray], object]:
+    x = normalize(torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8))
+
+    @torch.inference_mode()
+    def run(image: np.ndarray):
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            return body(x)
+    return run
+
+
+def torchvision_runner(model: torch.nn.Module) -> Callable[[np.ndarray], object]:
+    @torch.inference_mode()
+    def run(image: np.ndarray):
+        return model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
+    return run
+
+
+def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], object]:
+    images = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
+    with torch.inference_mode():
+        outputs = forward_images(model, images)
+    meta = torch.tensor([[size / 640, size / 640, 640.0, 480.0]])
+
+    @torch.inference_mode()
+    def run(image: np.ndarray):
+        return postprocess(outputs, meta, model.stride)
+    return run
+
+
+def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
+    paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
+    paper_prepared = prepare_for_inference(paper)
+    body = prepare_for_inference(ResNet18Backbone())
+    runners = {
+        "paper (deconv) fp32 plain": centernet_runner(paper, size, "fp32"),
+        "paper (deconv) fp32 prepared": centernet_runner(paper_prepared, size, "fp32"),
+        "ours (lean) fp32": centernet_runner(ours, size, "fp32"),
+        "ResNet-18 body fp32 (network only)": body_runner(body, size, "fp32"),
+    }
+    if bf16_supported("cpu"):
+        runners.update({
+            "paper (deconv) bf16 prepared": centernet_runner(paper_prepared, size, "bf16"),
+            "ours (lean) bf16": centernet_runner(ours, size, "bf16"),
+            "ResNet-18 body bf16 (network only)": body_runner(body, size, "bf16"),
+        })
+    runners["ssdlite320_mobilenet_v3_large fp32"] = torchvision_runner(detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1).eval())
+    runners["fasterrcnn_mobilenet_v3_large_320_fpn fp32"] = torchvision_runner(
+        detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
+                                                        num_classes=NUM_CLASSES + 1).eval())
+    runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
+    return runners
+
+
+def ablation_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """The lean network alone, with each inference option added in turn."""
+    separable = CenterNet(NUM_CLASSES, neck="lean").eval()
+    full = CenterNet(NUM_CLASSES, neck="lean").eval()
+    full.head = CenterNetHead(full.neck.out_channels, NUM_CLASSES, separable=False).eval()
+    runners = {}
+    for heads, model in (("full 3x3 heads", full), ("separable heads", separable)):
+        runners[f"{heads}, NCHW"] = body_runner(model, size, "fp32")
+        channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        runners[f"{heads}, channels_last"] = body_runner(channels_last, size, "fp32")
+        runners[f"{heads}, channels_last, BN folded"] = body_runner(fold_batchnorm(channels_last), size, "fp32")
+    runners["separable heads, NCHW, BN folded"] = body_runner(fold_batchnorm(separable), size, "fp32")
+    if bf16_supported("cpu"):
+        runners["separable heads, NCHW, bf16"] = body_runner(separable, size, "bf16")
+        runners["separable heads, channels_last, BN folded, bf16"] = body_runner(prepare_for_inference(separable),
+                                                                                 size, "bf16")
+    return runners
+
+
+def report_ablation(size: int, times: dict[str, list[float]]) -> None:
+    median = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    first = next(iter(median.values()))
+    print(f"\nlean network alone (80 classes), {size} px, batch 1, median of {len(next(iter(times.values())))} "
+          "interleaved runs")
+    for name, value in median.items():
+        print(f"  {name:<52} {value:8.1f} ms  {value / first:6.3f}")
+
+
+def measure(runners: dict[str, Callable], image: np.ndarray, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Round-robin: each repetition calls every runner once, in turn."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run(image)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run(image)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def report(size: int, times: dict[str, list[float]]) -> None:
+    median = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    reference = median["paper (deconv) fp32 plain"]
+    print(f"\n{size} px, batch 1, 640x480 image, {NUM_CLASSES} classes, median of {len(next(iter(times.values())))} "
+          f"interleaved runs")
+    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x paper':>8}")
+    for name, value in median.items():
+        q1, _, q3 = statistics.quantiles([1000 * t for t in times[name]], n=4)
+        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / reference:8.3f}")
+    ours, body = median["ours (lean) fp32"], median["ResNet-18 body fp32 (network only)"]
+    decode = median["decode + unletterbox (ours' 80-class output)"]
+    print(f"ours fp32 / body fp32: {ours / body:.2f}; decode share of ours fp32: {100 * decode / ours:.1f}%", end="")
+    if "ours (lean) bf16" in median:
+        print(f", of ours bf16: {100 * decode / median['ours (lean) bf16']:.1f}%")
+    else:
+        print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 384])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--ablation", action="store_true", help="time the network alone, option by option")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, bf16 supported: {bf16_supported('cpu')}")
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for size in args.sizes:
+        if args.ablation:
+            report_ablation(size, measure(ablation_runners(size), image, args.repeats, args.warmup))
+        else:
+            report(size, measure(build(size), image, args.repeats, args.warmup))
+
+
+if __name__ == "__main__":
+    main()

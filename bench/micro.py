@@ -1,0 +1,107 @@
+"""Micro-benchmarks: decoding alone, and one training step (forward + loss + backward) per image for both necks.
+
+- decode: ``detector.decode.decode`` for 80 classes on a 128x128 output (512-px input), batch 1, against the first
+  implementation (max-pool peaks of the probabilities and one top-K over every class and cell), interleaved.
+- training step: ``CenterNet`` + ``targets.encode`` + ``CenterNetLoss`` + backward, batch ``--batch`` at ``--size``,
+  80 classes, 10 random boxes per image, fp32 (and bf16 autocast where the CPU supports it); per image.
+
+    python bench/micro.py [--size 384] [--batch 4] [--repeats 20] [--threads 2]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see bench/latency.py
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+from detector.decode import decode
+from detector.inference import bf16_supported
+from detector.losses import CenterNetLoss
+from detector.model import CenterNet
+from detector.targets import encode
+
+NUM_CLASSES = 80
+
+
+def first_decode(outputs: dict[str, torch.Tensor], k: int = 100) -> torch.Tensor:
+    """The heavy part of the first implementation (peaks by max-pooling the probabilities, one global top-K)."""
+    heat = outputs["heatmap"].sigmoid()
+    kept = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat)
+    return kept.flatten(1).topk(k, dim=1)
+
+
+def interleaved(runners: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median milliseconds of each runner, called round-robin."""
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(t) for name, t in times.items()}
+
+
+def decode_runners() -> dict[str, Callable[[], object]]:
+    g = torch.Generator().manual_seed(0)
+    outputs = {"heatmap": torch.randn(1, NUM_CLASSES, 128, 128, generator=g) - 4,
+               "offset": torch.rand(1, 2, 128, 128, generator=g), "size": torch.rand(1, 2, 128, 128, generator=g) * 9}
+    return {"decode (now)": lambda: decode(outputs), "decode (first: max-pool + global top-K)": lambda: first_decode(outputs)}
+
+
+def train_step_runner(neck: str, size: int, batch: int, precision: str) -> Callable[[], object]:
+    model = CenterNet(NUM_CLASSES, neck=neck).train()
+    criterion = CenterNetLoss()
+    images = torch.randn(batch, 3, size, size)
+    centres = torch.rand(batch, 10, 2) * size * 0.8 + size * 0.1
+    half = torch.rand(batch, 10, 2) * size * 0.1 + 4
+    boxes = torch.cat([centres - half, centres + half], dim=-1)
+    labels = torch.randint(0, NUM_CLASSES, (batch, 10))
+    mask = torch.ones(batch, 10, dtype=torch.bool)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            outputs = model(images)
+        outputs = {k: v.float() for k, v in outputs.items()}
+        targets = encode(boxes, labels, mask, NUM_CLASSES, tuple(outputs["heatmap"].shape[-2:]), model.stride)
+        criterion(outputs, targets)["loss"].backward()
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {args.threads} threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    with torch.inference_mode():
+        timings = interleaved(decode_runners(), args.repeats * 2)
+    print(f"\ndecode, {NUM_CLASSES} classes, 128x128 output, batch 1, K=100 (median of {args.repeats * 2})")
+    for name, ms in timings.items():
+        print(f"  {name:<44} {ms:8.2f} ms")
+    precisions = ["fp32", "bf16"] if bf16_supported("cpu") else ["fp32"]
+    runners = {f"{neck} {p}": train_step_runner(neck, args.size, args.batch, p)
+               for neck in ("deconv", "lean") for p in precisions}
+    timings = interleaved(runners, max(3, args.repeats // 4), warmup=1)
+    print(f"\ntraining step (forward + targets + loss + backward), {args.size} px, batch {args.batch}, "
+          f"{NUM_CLASSES} classes; per image (median of {max(3, args.repeats // 4)})")
+    for name, ms in timings.items():
+        print(f"  {name:<14} {ms / args.batch:8.1f} ms/image  {ms / timings['deconv fp32']:6.2f} x deconv fp32")
+
+
+if __name__ == "__main__":
+    main()
