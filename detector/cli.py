@@ -10,7 +10,7 @@ from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
-from detector.callbacks import PeriodicLastCheckpoint
+from detector.callbacks import LastCheckpoint
 from detector.checkpoint import CHECKPOINT_KEY, CheckpointError, check_classes, load_checkpoint
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import format_table
@@ -28,10 +28,10 @@ class DetectorCLI(LightningCLI):
         parser.link_arguments("data.input_size", "model.input_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": True,
+            "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": False,
             "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
         })
-        parser.add_lightning_class_args(PeriodicLastCheckpoint, "periodic_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
                                  "or the path of a checkpoint. The step, epoch and optimiser state continue.")
@@ -76,28 +76,33 @@ def main(args: list[str] | None = None) -> DetectorCLI:
                       trainer_defaults=trainer_defaults())
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer))
-    report(trainer, model, data)
+    cli.best_checkpoint, cli.last_checkpoint = report(trainer, model, data)
     return cli
 
 
-def report(trainer, model: CenterNetModule, data: DetectionDataModule) -> None:
-    """Validate the best checkpoint, print its table, and tell the user where things are and what to run next."""
+def report(trainer, model: CenterNetModule, data: DetectionDataModule) -> tuple[str | None, str | None]:
+    """Validate the best checkpoint, print its table, and tell the user where things are and what to run next.
+
+    Returns the (best, last) checkpoint paths.
+    """
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback and callback.best_model_path else None
-    last = callback.last_model_path if callback else None
+    last = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     trainer.validate(model, datamodule=data, ckpt_path=best, verbose=False)
+    log_dir = trainer.log_dir  # a collective under DDP: every rank asks
     if not trainer.is_global_zero:
-        return
+        return best, last
     if model.last_result is not None:
         print("\n" + format_table(model.last_result, f"validation split, {model.eval_description()}"))
     checkpoint = best or last
-    print(f"\nrun folder:  {trainer.log_dir}")
+    print(f"\nrun folder:  {log_dir}")
     print(f"checkpoints: {callback.dirpath if callback else 'none'} (best: {best}, last: {last})")
     if checkpoint:
         quoted = shlex.quote(checkpoint)
         print(f"evaluate:    python tools/eval.py --checkpoint {quoted}")
         print(f"demo:        python tools/demo.py --checkpoint {quoted} --source <video, image, folder or webcam 0>")
-        print(f"resume:      python tools/train.py --config <same config> --ckpt_path last")
+        print("resume:      python tools/train.py --config <same config> --ckpt_path last")
+    return best, last
 
 
 def eval_parser() -> ArgumentParser:

@@ -10,7 +10,7 @@ from typing import Literal
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from detector.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
 from detector.evaluation import COCO_METRICS, CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map
@@ -130,6 +130,13 @@ class CenterNetModule(pl.LightningModule):
         for name in ("heatmap", "offset", "size"):
             self.log(f"train/{name}", parts[name], batch_size=batch_size)
         return parts["loss"]
+
+    def on_train_epoch_end(self) -> None:
+        count = getattr(self.trainer.datamodule, "bad_image_count", 0)
+        self.log("data/bad_images", float(count), rank_zero_only=True)
+        if count:
+            rank_zero_warn(f"{count} unreadable images so far were each replaced by another image "
+                           "(the warnings above name them)")
 
     def _skip_nonfinite(self, parts: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
         """A zero loss connected to every parameter: every DDP rank still runs the same backward, no NaN enters."""

@@ -90,7 +90,7 @@ def train_args(tmp_path, *extra):
             "--data.num_train", "48", "--data.num_val", "4", "--data.input_size", "96", "--data.batch_size", "4",
             "--data.num_workers", "0", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
-            "--periodic_checkpoint.every_n_steps", "2", *extra]
+            "--last_checkpoint.every_n_steps", "2", *extra]
 
 
 @pytest.mark.slow

@@ -41,9 +41,8 @@ def trained(tmp_path_factory):
 
 def test_fit_writes_best_and_last_checkpoints_that_load_safely(trained):
     tmp, cli = trained
-    callback = cli.trainer.checkpoint_callback
-    assert Path(callback.best_model_path).is_file() and Path(callback.last_model_path).is_file()
-    for path in (callback.best_model_path, callback.last_model_path):
+    assert Path(cli.best_checkpoint).is_file() and Path(cli.last_checkpoint).is_file()
+    for path in (cli.best_checkpoint, cli.last_checkpoint):
         checkpoint = load_checkpoint(path)  # weights_only=True
         info = checkpoint["detector"]
         assert info["num_classes"] == 5 and info["input_size"] == 128 and info["neck"] == "lean"
@@ -57,7 +56,7 @@ def test_fit_writes_best_and_last_checkpoints_that_load_safely(trained):
 
 def test_resume_continues_step_epoch_and_optimiser(trained, tmp_path):
     tmp, cli = trained
-    last = cli.trainer.checkpoint_callback.last_model_path
+    last = cli.last_checkpoint
     before = torch.load(last, weights_only=True)
     resumed = train_main(tiny_args(tmp, "--trainer.max_epochs", "3", "--ckpt_path", last))
     assert before["epoch"] == 1 and resumed.trainer.current_epoch == 3
@@ -69,7 +68,7 @@ def test_resume_continues_step_epoch_and_optimiser(trained, tmp_path):
 
 def test_checkpoint_for_other_classes_and_bad_files_are_refused(trained, tmp_path):
     tmp, cli = trained
-    best = cli.trainer.checkpoint_callback.best_model_path
+    best = cli.best_checkpoint
     not_ckpt = tmp_path / "notes.ckpt"
     not_ckpt.write_text("hello")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
@@ -95,7 +94,7 @@ def test_checkpoint_for_other_classes_and_bad_files_are_refused(trained, tmp_pat
 def test_eval_writes_results_with_dataset_category_ids(trained, tmp_path):
     tmp, cli = trained
     out = tmp_path / "dets.json"
-    metrics = eval_main(["--checkpoint", cli.trainer.checkpoint_callback.best_model_path, "--results", str(out),
+    metrics = eval_main(["--checkpoint", cli.best_checkpoint, "--results", str(out),
                          "--accelerator", "cpu"])
     results = json.loads(out.read_text())
     assert results and {r["category_id"] for r in results} <= set(cli.datamodule.category_ids)
@@ -107,7 +106,7 @@ def test_init_from_keeps_backbone_and_neck(trained):
 
     tmp, cli = trained
     source = cli.model.model
-    module = CenterNetModule(num_classes=2, init_from=cli.trainer.checkpoint_callback.best_model_path)
+    module = CenterNetModule(num_classes=2, init_from=cli.best_checkpoint)
     assert torch.equal(module.model.backbone.layer3[0].conv1.weight, source.backbone.layer3[0].conv1.weight)
     assert torch.equal(module.model.neck.smooth[2][0].weight, source.neck.smooth[2][0].weight)
     assert module.model.head.heatmap[-1].weight.shape[0] == 2
@@ -140,7 +139,7 @@ def test_unknown_config_key_is_rejected(tmp_path):
 def test_ddp_two_processes_match_one(trained, tmp_path):
     """Validation on 5 images (odd: the sampler pads rank 1) gives the same metric on 1 and 2 gloo processes."""
     tmp, cli = trained
-    best = cli.trainer.checkpoint_callback.best_model_path
+    best = cli.best_checkpoint
     runs = {}
     for devices in ("1", "2"):
         out = tmp_path / f"dets{devices}.json"
