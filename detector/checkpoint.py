@@ -51,7 +51,13 @@ def build_model(checkpoint: dict) -> CenterNet:
     """A ``CenterNet`` in eval mode with the checkpoint's architecture and weights (no backbone download)."""
     info = checkpoint[CHECKPOINT_KEY]
     model = CenterNet(info["num_classes"], neck=info["neck"], weights=None, head_channels=info["head_channels"])
-    model.load_state_dict(model_state(checkpoint))
+    try:
+        model.load_state_dict(model_state(checkpoint))
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit the current {info['neck']} network ({str(error).splitlines()[0]}). "
+            "Lean checkpoints written before the network gained depthwise-separable heads (2026-11-23) must be "
+            "retrained.") from error
     return model.eval()
 
 

@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-show", action="store_true", help="never open a window")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine, 1 can be much faster)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     parser.add_argument("--onnx", help="ONNX model written by tools/export.py (with --backend onnx)")
     args = parser.parse_args(argv)
@@ -44,7 +46,7 @@ def main(argv=None) -> None:
         source = open_source(args.source)
         sink = open_sink(args.output, source)
         detector = OnnxDetector(args.onnx) if args.backend == "onnx" else Detector.from_checkpoint(
-            args.checkpoint, args.device)
+            args.checkpoint, args.device, precision=args.precision)
         options = DemoOptions(args.conf, resolve_classes(args.classes, detector.class_names), args.heatmap,
                               show=not args.no_show)
         report = run_demo(detector, source, sink, options)
