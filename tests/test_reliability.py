@@ -170,3 +170,13 @@ def test_train_with_an_unwritable_run_folder_fails_before_training(tmp_path):
                             env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "a_file" in result.stderr and "Epoch 0" not in result.stderr
+
+
+def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
+    from detector.checkpoint import CheckpointError, build_model
+    from detector.module import model_description
+
+    module = CenterNetModule(num_classes=2, neck="deconv")
+    description = {**model_description(module), "neck": "lean"}  # e.g. a file edited or from an older version
+    with pytest.raises(CheckpointError, match="do not fit the current lean network"):
+        build_model({"detector": description, "state_dict": module.state_dict()})
