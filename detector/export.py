@@ -15,8 +15,8 @@ the TorchScript extra file ``detector.json``.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence, Union
@@ -102,7 +103,7 @@ def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[s
     return sorted(indices)
 
 
-class BaseDetector:
+class BaseDetector(ABC):
     """What every backend shares: input checks, letterbox, thresholds, timing. Subclasses implement ``infer``.
 
     Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size).
@@ -146,11 +147,11 @@ class BaseDetector:
         meta = torch.from_numpy(np.stack([m for _, m in boxed]))
         return batch, meta
 
+    @abstractmethod
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
         """Prepared ``[B, 3, S, S]`` uint8 batch and ``meta [B, 4]`` -> (``postprocess``-style dict in original
         pixels, the first image's ``[C, h, w]`` heatmap probabilities or None, seconds spent in the network)."""
-        raise NotImplementedError
 
     def to_detections(self, detections: dict[str, torch.Tensor], conf: float,
                       classes: list[int] | None) -> list[Detections]:
