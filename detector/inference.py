@@ -58,13 +58,12 @@ def forward_images(model: nn.Module, images: torch.Tensor, flip: bool = False,
     With ``precision="bf16"`` the outputs are bfloat16 (``decode`` and ``flip_merge`` read them in float32).
     """
     x = normalize(images)
-    if not flip:
-        with autocast(images.device, precision):
-            return model(x)
     B = x.shape[0]
     with autocast(images.device, precision):
-        both = model(torch.cat([x, x.flip(-1)]))
-    return flip_merge({k: v[:B] for k, v in both.items()}, {k: v[B:] for k, v in both.items()})
+        outputs = model(torch.cat([x, x.flip(-1)]) if flip else x)
+    if not flip:
+        return outputs
+    return flip_merge({k: v[:B] for k, v in outputs.items()}, {k: v[B:] for k, v in outputs.items()})
 
 
 def postprocess(outputs: dict[str, torch.Tensor], meta: torch.Tensor, stride: int, k: int = 100,
