@@ -81,8 +81,8 @@ class CenterNetModule(pl.LightningModule):
         nonfinite_limit: int = 20,
     ):
         super().__init__()
-        milestones = [90, 120] if milestones is None else list(milestones)
         self.save_hyperparameters()
+        self.hparams.milestones = [90, 120] if milestones is None else list(milestones)
         self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
         if init_from:
             self._init_from(init_from)
@@ -245,11 +245,12 @@ class CenterNetModule(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         lr = self.effective_lr()
-        rank_zero_info(f"learning rate {lr:.3g} (lr {hp.lr:g} for a batch of {hp.lr_batch_size or 'any size'})")
         optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=hp.weight_decay)
-        steps_per_epoch = max(1.0, self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs or 1))
-        scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch,
-                          self.trainer.estimated_stepping_batches)
+        steps_per_epoch, total_steps = training_steps(self.trainer)
+        check_schedule(hp.schedule, hp.milestones, steps_per_epoch, total_steps)
+        rank_zero_info(f"learning rate {lr:.3g} (lr {hp.lr:g} for a batch of {hp.lr_batch_size or 'any size'}), "
+                       f"{hp.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
+        scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -269,16 +270,58 @@ def model_description(module: CenterNetModule) -> dict:
     }
 
 
-def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: float,
+def training_steps(trainer: pl.Trainer) -> tuple[int, float]:
+    """(optimiser steps per epoch, optimiser steps of the whole run) from the training loader.
+
+    Steps per epoch are the loader's batches (after ``limit_train_batches``) over gradient accumulation; the run's
+    total is whatever bounds it first, ``max_epochs`` or ``max_steps`` (``inf`` when neither does).
+    """
+    if trainer.train_dataloader is None:
+        trainer.fit_loop.setup_data()  # what estimated_stepping_batches does, except for max_epochs -1
+    total = trainer.estimated_stepping_batches
+    batches = trainer.num_training_batches
+    if math.isinf(batches):
+        raise ValueError("the learning-rate schedule needs a training loader with a length")
+    return max(1, math.ceil(batches / trainer.accumulate_grad_batches)), total
+
+
+def check_schedule(schedule: str, milestones: list[int], steps_per_epoch: int, total_steps: float) -> None:
+    """Refuse a schedule that cannot do what it says: a cosine without an end, a step drop after the run's end."""
+    epochs = total_steps / steps_per_epoch
+    if schedule == "cosine" and math.isinf(total_steps):
+        raise ValueError("model.schedule cosine needs a bounded run: set --trainer.max_epochs or --trainer.max_steps")
+    if schedule != "step":
+        return
+    late = [m for m in milestones if m * steps_per_epoch >= total_steps]
+    if late:
+        raise ValueError(
+            f"model.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps of "
+            f"{steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
+            f"{epochs:.4g} (e.g. --model.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the run")
+
+
+def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
+    """The milestones moved into a run of ``epochs``, at the fractions the paper's recipes use (the last drop 6/7 of
+    the way: COCO 90 and 120 of 140 epochs, VOC 45 and 60 of 70)."""
+    end = max(milestones) * 7 / 6
+    return sorted({max(1, min(math.ceil(epochs) - 1, round(m * epochs / end))) for m in milestones})
+
+
+def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: int,
               total_steps: float):
-    """The multiplier of the base learning rate at each optimiser step (a plain function: checkpoints stay plain)."""
+    """The multiplier of the base learning rate at optimiser step ``step`` (0-based; a plain function, so that
+    checkpoints stay plain).
+
+    Warmup: linear from 0.1 to 1 over ``warmup_epochs * steps_per_epoch`` steps. ``step``: times ``gamma`` for each
+    milestone epoch reached (from step ``m * steps_per_epoch`` on). ``cosine``: half a cosine from 1 at the end of
+    the warmup to 0 at ``total_steps``.
+    """
     warmup_steps = warmup_epochs * steps_per_epoch
 
     def factor(step: int) -> float:
         warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
-        epoch = step / steps_per_epoch
         if schedule == "step":
-            return warm * gamma ** sum(epoch >= m for m in milestones)
+            return warm * gamma ** sum(step >= m * steps_per_epoch for m in milestones)
         progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps)))
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
