@@ -1,5 +1,5 @@
-"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's COCO-format json), builds the
-readers with their transforms, and serves DataLoaders of the batch contract
+"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's VOC folder or COCO-format json),
+builds the readers with their transforms, and serves DataLoaders of the batch contract
 (:func:`detector.data.transforms.collate_detection`).
 
 Seeding: the train loader's generator is seeded with ``seed + global_rank`` (so a run is reproducible), and
@@ -18,11 +18,11 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
-from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
+from detector.data.coco import CocoDetection, coco_from_dict, dataset_to_coco, load_coco_json
 from detector.data.common import DatasetError, DetectionDataset
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
 from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
-from detector.data.voc import VOC_CATEGORY_IDS, VOC_CLASSES, VOC_TRAIN_SPLITS, VOC_VAL_SPLITS, VocDetection, voc_to_coco
+from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, collect_voc_classes, default_voc_splits, voc_layout
 
 
 def seed_worker(worker_id: int) -> None:
@@ -40,15 +40,21 @@ class DetectionDataModule(pl.LightningDataModule):
 
     Args:
         dataset: which reader: ``synthetic`` (generated on first use), ``coco`` (the official layout or explicit
-            jsons) or ``voc`` (a VOCdevkit folder).
-        root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit folder, or synthetic
-            cache folder (default ``$DETECTOR_CACHE/synthetic`` or ``~/.cache/detector/synthetic``).
+            jsons) or ``voc`` (a VOCdevkit, or a single folder holding ``Annotations/``, ``JPEGImages/``,
+            ``ImageSets/Main/``).
+        root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit or single VOC folder,
+            or synthetic cache folder (default ``$DETECTOR_CACHE/synthetic`` or ``~/.cache/detector/synthetic``).
         train_json: COCO-format train annotations (your own data); overrides the one under ``root``.
         train_images: folder of the train images named in ``train_json``.
         val_json: COCO-format validation annotations; overrides the one under ``root``.
         val_images: folder of the validation images named in ``val_json``.
-        voc_train_splits: VOC ``(year, image_set)`` pairs for training.
-        voc_val_splits: VOC ``(year, image_set)`` pairs for validation.
+        voc_train_splits: VOC training splits: ``(year, image_set)`` pairs for a VOCdevkit (the year may be an int),
+            image set names for a single folder. ``None``: 2007 + 2012 ``trainval`` for a VOCdevkit; ``train`` (or
+            ``trainval`` if there is no ``train.txt``) for a single folder.
+        voc_val_splits: VOC validation splits, as above. ``None``: 2007 ``test`` for a VOCdevkit; ``val`` (or
+            ``test`` if there is no ``val.txt``) for a single folder.
+        classes: VOC class names, index = label (case kept). ``None``: Pascal's 20 for a VOCdevkit; for a single
+            folder, the sorted object names of the training splits' XMLs (read once, before ``setup``).
         input_size: side of the square training input, in pixels (a multiple of 32).
         eval_size: side of the validation letterbox; ``None`` keeps the original resolution padded to a multiple
             of 32; ``"input"`` uses ``input_size``.
@@ -66,8 +72,9 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def __init__(self, dataset: Literal["synthetic", "coco", "voc"] = "synthetic", root: str | None = None,
                  train_json: str | None = None, train_images: str | None = None, val_json: str | None = None,
-                 val_images: str | None = None, voc_train_splits: Sequence[tuple[str, str]] = VOC_TRAIN_SPLITS,
-                 voc_val_splits: Sequence[tuple[str, str]] = VOC_VAL_SPLITS, input_size: int = 256,
+                 val_images: str | None = None, voc_train_splits: Sequence[VocSplit] | None = None,
+                 voc_val_splits: Sequence[VocSplit] | None = None, classes: list[str] | None = None,
+                 input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
                  seed: int = 0, scale_range: tuple[float, float] = (0.6, 1.4), flip_prob: float = 0.5,
                  colour_jitter: float = 0.3, min_visibility: float = 0.3, min_box_size: float = 2.0,
@@ -76,7 +83,7 @@ class DetectionDataModule(pl.LightningDataModule):
         if dataset not in ("synthetic", "coco", "voc"):
             raise ValueError(f"dataset must be 'synthetic', 'coco' or 'voc', got {dataset!r}")
         if dataset == "voc" and root is None:
-            raise ValueError("dataset='voc' needs root, the VOCdevkit folder")
+            raise ValueError("dataset='voc' needs root, the VOCdevkit or single VOC folder")
         if dataset == "coco" and root is None and (train_json is None or val_json is None):
             raise ValueError("dataset='coco' needs root (the COCO folder) or both train_json and val_json")
         self.save_hyperparameters()
@@ -133,14 +140,14 @@ class DetectionDataModule(pl.LightningDataModule):
     @property
     def val_coco(self) -> COCO:
         """pycocotools ``COCO`` of the validation ground truth (original image and category ids, original pixels;
-        for VOC the converted json, difficult objects as crowd). Needs ``setup``."""
+        for VOC and YOLO the reader's annotations converted, VOC difficult objects as crowd). Needs ``setup``."""
         if self.val_dataset is None:
             raise RuntimeError("val_coco is available after setup()")
         if self._val_coco is None:
-            if isinstance(self.val_dataset, VocDetection):
-                self._val_coco = coco_from_dict(voc_to_coco(self.val_dataset))
-            else:
+            if isinstance(self.val_dataset, CocoDetection):
                 self._val_coco = self.val_dataset.coco
+            else:
+                self._val_coco = coco_from_dict(dataset_to_coco(self.val_dataset))
         return self._val_coco
 
     @property
@@ -150,10 +157,15 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def _build(self, split: Literal["train", "val"], transform: TrainTransform | EvalTransform) -> DetectionDataset:
         if self.hparams.dataset == "voc":
-            splits = self.hparams.voc_train_splits if split == "train" else self.hparams.voc_val_splits
-            return VocDetection(self.hparams.root, [tuple(s) for s in splits], transform)
+            return VocDetection(self.hparams.root, self._voc_splits(split), transform, self._read_categories()[0])
         json_path, images = self._coco_paths(split)
         return CocoDetection(json_path, images, transform)
+
+    def _voc_splits(self, split: Literal["train", "val"]) -> list[VocSplit]:
+        """The VOC splits of ``split``: the argument, else the layout's default
+        (:func:`detector.data.voc.default_voc_splits`)."""
+        given = self.hparams.voc_train_splits if split == "train" else self.hparams.voc_val_splits
+        return default_voc_splits(self.hparams.root, split) if given is None else given
 
     def _coco_paths(self, split: Literal["train", "val"]) -> tuple[Path, Path]:
         """The (json, image folder) of a split: explicit arguments first, else the layout under ``root``."""
@@ -172,7 +184,8 @@ class DetectionDataModule(pl.LightningDataModule):
         return synthetic_dataset(self.hparams.root, self.hparams.seed, self.hparams.num_train, self.hparams.num_val)
 
     def _read_categories(self) -> tuple[list[str], list[int]]:
-        """(class names, category ids): from a built dataset, a constant, or the json's categories only."""
+        """(class names, category ids): from a built dataset, a constant, the json's categories only, or the VOC
+        training XMLs' object names only (computed once, cached)."""
         for dataset in (self.train_dataset, self.val_dataset):
             if dataset is not None:
                 return dataset.class_names, dataset.category_ids
@@ -182,7 +195,12 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def _categories_without_images(self) -> tuple[list[str], list[int]]:
         if self.hparams.dataset == "voc":
-            return list(VOC_CLASSES), list(VOC_CATEGORY_IDS)
+            names = self.hparams.classes
+            if names is None and voc_layout(self.hparams.root) == "devkit":
+                names = VOC_CLASSES
+            elif names is None:
+                names = collect_voc_classes(self.hparams.root, self._voc_splits("train"))
+            return list(names), list(range(1, len(names) + 1))
         if self.hparams.dataset == "synthetic" and self.hparams.val_json is None:
             return list(SYNTHETIC_CLASSES), list(range(1, len(SYNTHETIC_CLASSES) + 1))
         categories = sorted(load_coco_json(self._coco_paths("val")[0])["categories"], key=lambda c: c["id"])
