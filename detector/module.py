@@ -20,7 +20,7 @@ from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
 from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from detector.targets import encode, ignore_regions
+from detector.targets import RadiusRule, encode, ignore_regions
 from detector.visualize import prediction_grid
 
 
@@ -49,7 +49,9 @@ class CenterNetModule(pl.LightningModule):
         flip_test: average the heatmaps of each validation image and its mirror.
         nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
         ignore_crowd: COCO ``iscrowd`` regions are neither positives nor negatives of the heatmap loss.
-        legacy_radius: the widely copied Gaussian radius (divides by 2 instead of 2a), for ablations only.
+        radius: the extent of each object's heatmap Gaussian: ``paper`` (the formula the paper's numbers were
+            obtained with), ``exact`` (CornerNet's rule solved correctly) or ``elliptical`` (scaled with the box);
+            see ``detector.targets``.
         init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
             is kept except the class heatmap head, which starts afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
@@ -76,7 +78,7 @@ class CenterNetModule(pl.LightningModule):
         flip_test: bool = False,
         nms_iou: float | None = None,
         ignore_crowd: bool = True,
-        legacy_radius: bool = False,
+        radius: RadiusRule = "exact",
         init_from: str | None = None,
         nonfinite_limit: int = 20,
     ):
@@ -111,7 +113,7 @@ class CenterNetModule(pl.LightningModule):
     def _targets(self, batch: dict, output_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         hp = self.hparams
         targets = encode(batch["boxes"], batch["labels"], batch["mask"], hp.num_classes, output_size,
-                         self.model.stride, legacy_radius=hp.legacy_radius)
+                         self.model.stride, radius=hp.radius)
         if hp.ignore_crowd and "crowd_boxes" in batch and batch["crowd_boxes"].shape[1]:
             regions = ignore_regions(batch["crowd_boxes"], batch["crowd_mask"], output_size, self.model.stride)
             targets["ignore"] = regions & targets["heatmap"].lt(1)

@@ -4,10 +4,14 @@ Frames: boxes arrive xyxy in input pixels; everything returned is in output cell
 
 Rules (each one tested):
 
-- The peak of an object's Gaussian is exactly 1 at the cell holding its centre; its radius follows CornerNet's rule
-  (the largest corner displacement that keeps IoU >= ``min_overlap`` with the box), solved with the correct root of
-  each quadratic, ``(-b + sqrt(b^2 - 4ac)) / 2a``. ``legacy_radius=True`` gives the widely copied variant that
-  divides by 2 instead of 2a (kept for the ablation in ``bench/accuracy.py``; it draws larger Gaussians).
+- The peak of an object's Gaussian is exactly 1 at the cell holding its centre. Its extent (``radius``) is one of:
+  ``"paper"``: the formula the CenterNet paper's numbers were obtained with: CornerNet's three quadratics with the
+  widely copied roots (divided by 2 instead of 2a, about 3.3x the exact radius), of the box size in cells rounded up,
+  the result truncated; ``"exact"``: CornerNet's rule solved correctly (the largest corner displacement that keeps
+  IoU >= ``min_overlap``, ``(-b +- sqrt(b^2 - 4ac)) / 2a``), truncated; ``"elliptical"``: a Gaussian stretched with
+  the box, half-axes ``floor(ELLIPSE_ALPHA * w / 2)`` and ``floor(ELLIPSE_ALPHA * h / 2)`` cells (TTFNet's idea).
+  A round Gaussian of radius ``r`` has ``sigma = (2r + 1) / 6`` and is cut at ``|dx|, |dy| <= r``; an elliptical
+  one the same per axis.
 - Overlapping Gaussians of one class combine by element-wise max.
 - Two objects of one class whose centres fall in the same cell give one peak of 1. Both stay in the per-object
   targets with the same index, so the offset and size heads learn their mean at that cell and decoding returns one
@@ -17,9 +21,15 @@ Rules (each one tested):
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from detector.boxes import xyxy_to_cxcywh
+
+
+RadiusRule = Literal["paper", "exact", "elliptical"]
+ELLIPSE_ALPHA = 0.54  # TTFNet's ratio of the Gaussian's extent to the box
 
 
 def gaussian_radius(width: torch.Tensor, height: torch.Tensor, min_overlap: float = 0.7,
@@ -50,7 +60,7 @@ def gaussian_radius(width: torch.Tensor, height: torch.Tensor, min_overlap: floa
 
 def encode(boxes: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_classes: int,
            output_size: tuple[int, int], stride: int, min_overlap: float = 0.7,
-           legacy_radius: bool = False) -> dict[str, torch.Tensor]:
+           radius: RadiusRule = "exact") -> dict[str, torch.Tensor]:
     """Build the CenterNet targets of a batch, on the device of ``boxes``.
 
     Args:
@@ -59,6 +69,7 @@ def encode(boxes: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_cl
         mask: ``[B, N]`` bool, True for real objects, False for padding.
         output_size: ``(h, w)`` of the output maps.
         stride: input pixels per output cell.
+        radius: the rule of each Gaussian's extent (module docstring).
 
     Returns a dict:
         ``heatmap`` ``[B, C, h, w]`` float32 in [0, 1] (exactly 1 at each centre cell);
@@ -76,8 +87,8 @@ def encode(boxes: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_cl
     cell = torch.minimum(centre.floor().long().clamp(min=0), limit)  # [B, N, 2] (x, y)
     index = cell[..., 1] * w + cell[..., 0]
     offset = centre - cell.float()
-    radius = gaussian_radius(size[..., 0], size[..., 1], min_overlap, legacy_radius).floor().clamp(min=0)
-    heatmap = _draw_gaussians(cell[mask], radius[mask], labels[mask], _batch_index(mask), num_classes, (B, h, w))
+    extent = gaussian_extent(size, radius, min_overlap)  # [B, N, 2] half-axes (x, y) in cells
+    heatmap = _draw_gaussians(cell[mask], extent[mask], labels[mask], _batch_index(mask), num_classes, (B, h, w))
     zeros = torch.zeros_like(offset)
     return {
         "heatmap": heatmap,
@@ -88,33 +99,48 @@ def encode(boxes: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, num_cl
     }
 
 
+def gaussian_extent(size: torch.Tensor, rule: RadiusRule, min_overlap: float = 0.7) -> torch.Tensor:
+    """``size [..., 2]`` (w, h) in cells -> ``[..., 2]`` whole half-axes (x, y) in cells, >= 0, by ``rule``."""
+    width, height = size[..., 0], size[..., 1]
+    if rule == "elliptical":
+        return (ELLIPSE_ALPHA * size / 2).floor()
+    if rule == "paper":
+        radius = gaussian_radius(width.ceil(), height.ceil(), min_overlap, legacy=True)
+    elif rule == "exact":
+        radius = gaussian_radius(width, height, min_overlap)
+    else:
+        raise ValueError(f"unknown radius rule {rule!r}; choose paper, exact or elliptical")
+    return radius.floor().clamp(min=0)[..., None].expand(size.shape)
+
+
 def _batch_index(mask: torch.Tensor) -> torch.Tensor:
     """The batch index of each True entry of ``mask [B, N]``, in ``mask[mask]`` order."""
     B, N = mask.shape
     return torch.arange(B, device=mask.device)[:, None].expand(B, N)[mask]
 
 
-def _draw_gaussians(cell: torch.Tensor, radius: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor,
+def _draw_gaussians(cell: torch.Tensor, extent: torch.Tensor, labels: torch.Tensor, batch: torch.Tensor,
                     num_classes: int, shape: tuple[int, int, int]) -> torch.Tensor:
-    """Splat M Gaussians at once. ``cell [M, 2]`` (x, y), ``radius [M]``, ``labels [M]``, ``batch [M]``.
+    """Splat M Gaussians at once. ``cell [M, 2]`` (x, y), ``extent [M, 2]`` whole half-axes (rx, ry), ``labels
+    [M]``, ``batch [M]``.
 
-    Each object writes a square window of side ``2 * R + 1`` (R the batch's largest radius), weighted
-    ``exp(-d^2 / 2 sigma^2)`` with ``sigma = (2 r + 1) / 6`` inside its own radius and 0 outside it; windows
-    combine into the heatmap by ``scatter_reduce(amax)``.
+    Each object writes a window of side ``2 * R + 1`` (R the batch's largest half-axis), weighted
+    ``exp(-dx^2 / 2 sx^2 - dy^2 / 2 sy^2)`` with ``s = (2 r + 1) / 6`` per axis inside its own half-axes and 0
+    outside them; windows combine into the heatmap by ``scatter_reduce(amax)``.
     """
     B, h, w = shape
     heatmap = torch.zeros(B * num_classes * h * w, device=cell.device)
     if cell.numel() == 0:
         return heatmap.view(B, num_classes, h, w)
-    R = int(radius.max())
+    R = int(extent.max())
     steps = torch.arange(-R, R + 1, device=cell.device)
     dy, dx = steps.view(1, -1, 1), steps.view(1, 1, -1)  # [1, S, 1], [1, 1, S]
-    r = radius.view(-1, 1, 1)
-    sigma = (2 * r + 1) / 6
-    value = torch.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))  # [M, S, S]
+    rx, ry = extent[:, 0].view(-1, 1, 1), extent[:, 1].view(-1, 1, 1)
+    sx, sy = (2 * rx + 1) / 6, (2 * ry + 1) / 6
+    value = torch.exp(-dx * dx / (2 * sx * sx) - dy * dy / (2 * sy * sy))  # [M, S, S]
     x = cell[:, 0].view(-1, 1, 1) + dx
     y = cell[:, 1].view(-1, 1, 1) + dy
-    inside = (dx.abs() <= r) & (dy.abs() <= r) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+    inside = (dx.abs() <= rx) & (dy.abs() <= ry) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
     plane = (batch * num_classes + labels).view(-1, 1, 1)
     flat = (plane * h + y.clamp(0, h - 1)) * w + x.clamp(0, w - 1)  # [M, S, S]
     heatmap.scatter_reduce_(0, flat.flatten(), torch.where(inside, value, 0.0).flatten(), reduce="amax")

@@ -9,7 +9,16 @@ Both transforms take a :class:`detector.data.common.Sample` (original pixels) an
 - ``image_id``: int; ``meta``: ``[4]`` float32 ``(scale_x, scale_y, orig_w, orig_h)`` as in ``detector.preprocess``
   (for a train sample: the letterbox of the original image to ``S``, which is what evaluation would use).
 
-Train geometry: the longer side is resized to ``S * scale`` (``scale`` uniform in ``scale_range``, in steps of
+Two train transforms:
+
+- :class:`CropTrainTransform` is the CenterNet paper's (``augmentation: paper``): a random square crop of side
+  ``s * max(H, W)`` (``s`` drawn from ``PAPER_CROP_SCALES``) around a random centre at least ``paper_border(128)``
+  pixels inside the image, warped to ``S x S`` (so a zoom of ``1 / s`` relative to the letterbox), flipped with
+  ``flip_prob``; brightness, contrast and saturation jitter of +-0.4 in random order, then PCA lighting
+  (``PAPER_LIGHTING``). By default every box that keeps a positive area after clipping to the canvas is a target.
+- :class:`TrainTransform` (``augmentation: resize``), described below.
+
+``TrainTransform`` geometry: the longer side is resized to ``S * scale`` (``scale`` uniform in ``scale_range``, in steps of
 1 px), then the image is placed at a random position in (padded with ``PAD_VALUE``) or randomly cropped to the
 ``S x S`` canvas, flipped horizontally with ``flip_prob``, colour-jittered. Boxes are clipped to the canvas; a box
 is dropped when less than ``min_visibility`` of its area remains or it is narrower or shorter than
@@ -87,6 +96,129 @@ class TrainTransform:
             "image_id": int(sample.image_id),
             "meta": torch.tensor([new_w / width, new_h / height, width, height], dtype=torch.float32),
         }
+
+
+PAPER_CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # crop side / longer image side
+PAPER_BORDER = 128  # the crop centre keeps this far from the image edges (halved until it fits, paper_border)
+# PCA lighting of the paper's code: alpha ~ N(0, 0.1) per component, shift = eigvec @ (eigval * alpha) in [0, 1] units,
+# added to the channels in the order that code stores them (B, G, R)
+PAPER_LIGHTING_STD = 0.1
+PAPER_EIGVAL = np.array([0.2141788, 0.01817699, 0.00341571], dtype=np.float32)
+PAPER_EIGVEC = np.array([[-0.58752847, -0.69563484, 0.41340352],
+                         [-0.5832747, 0.00994535, -0.81221408],
+                         [-0.56089297, 0.71832671, 0.41158938]], dtype=np.float32)
+
+
+def paper_border(border: int, size: int) -> int:
+    """The margin of the crop centre: ``border`` halved until the image holds two of it."""
+    while size - border <= border and border > 1:
+        border //= 2
+    return border
+
+
+class CropTrainTransform:
+    """The paper's train augmentation (module docstring); same input and output as :class:`TrainTransform`.
+
+    Args:
+        size: input side ``S`` in pixels.
+        scales: the crop side as fractions of the longer image side, drawn uniformly.
+        flip_prob: probability of a horizontal flip.
+        colour_jitter: strength of each of brightness, contrast and saturation (0 disables the colour jitter).
+        lighting_std: standard deviation of the PCA lighting components (0 disables it).
+        min_visibility: smallest kept fraction of a box's area after cropping (the paper: 0, keep all).
+        min_box_size: smallest kept width and height in input pixels (the paper: 0, any positive size).
+        seed: seed of the augmentation stream (DataLoader workers reseed with :meth:`set_random_seed`).
+    """
+
+    def __init__(self, size: int, scales: tuple[float, ...] = PAPER_CROP_SCALES, flip_prob: float = 0.5,
+                 colour_jitter: float = 0.4, lighting_std: float = PAPER_LIGHTING_STD, min_visibility: float = 0.0,
+                 min_box_size: float = 0.0, seed: int | None = None):
+        if not scales or min(scales) <= 0:
+            raise ValueError(f"crop scales must be positive, got {scales}")
+        self.size, self.scales, self.flip_prob = size, tuple(scales), flip_prob
+        self.colour_jitter, self.lighting_std = colour_jitter, lighting_std
+        self.min_visibility, self.min_box_size = min_visibility, min_box_size
+        self.set_random_seed(seed)
+
+    def set_random_seed(self, seed: int | None) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def crop(self, width: int, height: int) -> tuple[float, float, float]:
+        """A random crop: (centre x, centre y, side) in original pixels."""
+        side = max(width, height) * float(self.rng.choice(self.scales))
+        bx, by = paper_border(PAPER_BORDER, width), paper_border(PAPER_BORDER, height)
+        cx = self.rng.integers(bx, width - bx) if width > 2 * bx else width / 2
+        cy = self.rng.integers(by, height - by) if height > 2 * by else height / 2
+        return float(cx), float(cy), side
+
+    def __call__(self, sample: Sample) -> dict[str, Any]:
+        height, width = sample.image.shape[:2]
+        cx, cy, side = self.crop(width, height)
+        flip = self.rng.random() < self.flip_prob
+        scale = self.size / side  # input pixels per original pixel
+        shift = (self.size / 2 - scale * cx, self.size / 2 - scale * cy)
+        image = warp(sample.image, scale, shift, self.size)
+        boxes, keep = self.place(sample.boxes, scale, shift, flip)
+        crowd, crowd_keep = self.place(sample.crowd_boxes, scale, shift, flip)
+        if flip:
+            image = np.ascontiguousarray(image[:, ::-1])
+        image = self.colour(image)
+        new_w, new_h, _, _ = letterbox_shape(width, height, self.size)
+        return {
+            "image": to_chw_tensor(image),
+            "boxes": torch.from_numpy(boxes[keep]),
+            "labels": torch.from_numpy(np.asarray(sample.labels, dtype=np.int64)[keep]),
+            "crowd_boxes": torch.from_numpy(crowd[crowd_keep]),
+            "image_id": int(sample.image_id),
+            "meta": torch.tensor([new_w / width, new_h / height, width, height], dtype=torch.float32),
+        }
+
+    def place(self, boxes: np.ndarray, scale: float, shift: tuple[float, float],
+              flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``[N, 4]`` xyxy original pixels -> xyxy input pixels clipped to the canvas, and the ``[N]`` kept mask."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        placed = boxes * scale + np.array([shift[0], shift[1], shift[0], shift[1]], dtype=np.float32)
+        if flip:
+            placed = np.stack([self.size - placed[:, 2], placed[:, 1], self.size - placed[:, 0], placed[:, 3]], 1)
+        clipped = placed.clip(0, self.size)
+        size = clipped[:, 2:] - clipped[:, :2]
+        full = (placed[:, 2:] - placed[:, :2]).prod(1)
+        keep = (size > 0).all(1) & (size >= self.min_box_size).all(1)
+        keep &= size.prod(1) >= self.min_visibility * full
+        return clipped, keep
+
+    def colour(self, image: np.ndarray) -> np.ndarray:
+        """Brightness, contrast, saturation (random order, +-``colour_jitter``), then PCA lighting; uint8 RGB."""
+        if self.colour_jitter <= 0 and self.lighting_std <= 0:
+            return image
+        out = image.astype(np.float32)
+        if self.colour_jitter > 0:
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)  # from the image before jitter
+            grey_mean = float(grey.mean())
+            for step in self.rng.permutation(3):
+                alpha = 1 + self.rng.uniform(-self.colour_jitter, self.colour_jitter)
+                if step == 0:  # brightness
+                    out *= alpha
+                elif step == 1:  # contrast
+                    out = alpha * out + (1 - alpha) * grey_mean
+                else:  # saturation
+                    out = alpha * out + (1 - alpha) * grey[..., None]
+        if self.lighting_std > 0:
+            alpha = self.rng.normal(0.0, self.lighting_std, 3).astype(np.float32)
+            out += 255 * (PAPER_EIGVEC @ (PAPER_EIGVAL * alpha))[::-1]  # B, G, R order -> our R, G, B
+        return np.rint(out.clip(0, 255)).astype(np.uint8)
+
+
+def warp(image: np.ndarray, scale: float, shift: tuple[float, float], size: int) -> np.ndarray:
+    """``image`` mapped by ``x -> scale * x + shift`` (continuous pixel frame) onto a ``size x size`` canvas
+    padded with ``PAD_VALUE``.
+
+    OpenCV's matrix is in pixel-index coordinates (centres at integers): ``u = scale * x + shift + (scale - 1) / 2``.
+    """
+    offset = (scale - 1) / 2
+    matrix = np.array([[scale, 0, shift[0] + offset], [0, scale, shift[1] + offset]], dtype=np.float64)
+    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=tuple(int(v) for v in PAD_VALUE))
 
 
 class EvalTransform:

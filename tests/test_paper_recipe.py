@@ -1,0 +1,213 @@
+"""The paper's recipe, component by component, against the formulas it implements: the Gaussian radius (with its
+rounding), the elliptical alternative, the crop-and-warp augmentation (zoom distribution, centre margin, boxes
+following pixels, box keeping), and the colour and PCA-lighting jitter."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detector.data import Sample
+from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC, CropTrainTransform,
+                                      paper_border)
+from detector.targets import ELLIPSE_ALPHA, encode, gaussian_extent, gaussian_radius
+
+# ---------------------------------------------------------------------------------------------------------------
+# radius
+
+
+def paper_radius(w: float, h: float, o: float = 0.7) -> int:
+    """The radius as the paper's code computes it, written out with scalars: sizes rounded up, the three quadratics
+    with their roots over 2 (not 2a), the smallest, truncated."""
+    w, h = math.ceil(w), math.ceil(h)
+    r1 = ((h + w) + math.sqrt((h + w) ** 2 - 4 * w * h * (1 - o) / (1 + o))) / 2
+    r2 = (2 * (h + w) + math.sqrt(4 * (h + w) ** 2 - 16 * (1 - o) * w * h)) / 2
+    r3 = (-2 * o * (h + w) + math.sqrt(4 * o * o * (h + w) ** 2 - 16 * o * (o - 1) * w * h)) / 2
+    return max(0, int(min(r1, r2, r3)))
+
+
+def test_paper_radius_equals_the_formula_on_a_grid_of_box_sizes():
+    sizes = torch.tensor([0.3, 1.0, 1.2, 2.5, 3.0, 4.7, 8.0, 12.25, 25.0, 40.5, 77.0, 128.0])
+    w, h = torch.meshgrid(sizes, sizes, indexing="xy")
+    got = gaussian_extent(torch.stack([w, h], -1), "paper")
+    for i in range(len(sizes)):
+        for j in range(len(sizes)):
+            expected = paper_radius(float(w[i, j]), float(h[i, j]))
+            assert got[i, j].tolist() == [expected, expected], (float(w[i, j]), float(h[i, j]))
+
+
+def test_paper_radius_rounds_sizes_up_before_the_formula():
+    # 7.1 x 7.1 cells is taken as 8 x 8: radius 2 (the formula on 7.1 x 7.1 unrounded gives 1.9, truncated 1)
+    assert gaussian_extent(torch.tensor([7.1, 7.1]), "paper").tolist() == [paper_radius(8, 8)] * 2 == [2, 2]
+    assert gaussian_radius(torch.tensor(7.1), torch.tensor(7.1), legacy=True) < 2
+
+
+def test_exact_radius_is_about_a_third_of_the_papers():
+    w = torch.tensor([12.0, 30.0, 60.0, 100.0])
+    h = torch.tensor([12.0, 20.0, 90.0, 40.0])
+    ratio = gaussian_radius(w, h, legacy=True) / gaussian_radius(w, h)
+    assert (ratio > 3.0).all() and (ratio < 3.6).all(), ratio
+
+
+def test_elliptical_extent_scales_with_each_side():
+    extent = gaussian_extent(torch.tensor([[40.0, 10.0], [3.0, 3.0]]), "elliptical")
+    assert extent.tolist() == [[math.floor(ELLIPSE_ALPHA * 20), math.floor(ELLIPSE_ALPHA * 5)], [0.0, 0.0]]
+
+
+def test_elliptical_gaussian_values_and_support():
+    # one 40 x 10 cell box centred in cell (30, 20): half-axes (10, 2), sigmas (21/6, 5/6)
+    boxes = torch.tensor([[[4 * 10.5, 4 * 15.5, 4 * 50.5, 4 * 25.5]]])
+    heat = encode(boxes, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), 1, (40, 64), 4,
+                  radius="elliptical")["heatmap"][0, 0]
+    sx, sy = 21 / 6, 5 / 6
+    for dx, dy in [(0, 0), (10, 0), (-7, 1), (3, -2), (0, 2)]:
+        expected = math.exp(-dx * dx / (2 * sx * sx) - dy * dy / (2 * sy * sy))
+        assert float(heat[20 + dy, 30 + dx]) == pytest.approx(expected, rel=1e-5), (dx, dy)
+    assert float(heat[20, 41]) == 0 and float(heat[23, 30]) == 0  # outside the half-axes
+    assert int((heat > 0).sum()) == 21 * 5
+
+
+def test_encode_draws_the_paper_radius():
+    boxes = torch.tensor([[[40.0, 40.0, 80.0, 120.0]]])  # 10 x 20 cells
+    heat = encode(boxes, torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool), 1, (64, 64), 4,
+                  radius="paper")["heatmap"][0, 0]
+    r = paper_radius(10, 20)
+    row = heat[20]  # the centre row (centre cell (15, 20))
+    assert int((row > 0).sum()) == 2 * r + 1
+    sigma = (2 * r + 1) / 6
+    assert float(row[15 + r]) == pytest.approx(math.exp(-r * r / (2 * sigma * sigma)), rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# crop-and-warp augmentation
+
+
+def painted(width=320, height=240, seed=0):
+    """A grey image with three filled rectangles of distinct colours; boxes in xyxy original pixels."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), 90, dtype=np.uint8)
+    colours = [(250, 20, 20), (20, 250, 20), (20, 20, 250)]
+    boxes = []
+    for i, colour in enumerate(colours):
+        x1, y1 = int(rng.integers(5 + 100 * i, 60 + 100 * i)), int(rng.integers(5, height - 80))
+        x2, y2 = x1 + int(rng.integers(20, 40)), y1 + int(rng.integers(20, 70))
+        image[y1:y2, x1:x2] = colour
+        boxes.append((x1, y1, x2, y2))
+    sample = Sample(image, np.array(boxes, dtype=np.float32), np.arange(3, dtype=np.int64), 1)
+    return sample, np.array(colours)
+
+
+def test_paper_zoom_takes_the_eight_crop_scales_uniformly():
+    transform = CropTrainTransform(256, seed=0)
+    zooms = []
+    for _ in range(4000):
+        cx, cy, side = transform.crop(640, 480)
+        zooms.append(round(640 / side, 6))  # zoom relative to the letterbox of the longer side
+    values, counts = np.unique(zooms, return_counts=True)
+    assert sorted(values) == sorted(round(1 / s, 6) for s in PAPER_CROP_SCALES)
+    assert counts.min() > 0.8 * 500 and counts.max() < 1.2 * 500
+    assert min(zooms) == pytest.approx(1 / 1.3, rel=1e-5) and max(zooms) == pytest.approx(1 / 0.6, rel=1e-5)
+
+
+def test_paper_crop_centre_keeps_its_margin():
+    transform = CropTrainTransform(256, seed=1)
+    centres = np.array([transform.crop(640, 200)[:2] for _ in range(3000)])
+    assert centres[:, 0].min() >= 128 and centres[:, 0].max() < 640 - 128
+    assert paper_border(128, 200) == 64 and centres[:, 1].min() >= 64 and centres[:, 1].max() < 200 - 64
+    assert centres[:, 0].min() < 140 and centres[:, 0].max() > 500  # the whole range is used
+
+
+def test_boxes_follow_their_rectangles_through_the_crop():
+    transform = CropTrainTransform(192, colour_jitter=0.0, lighting_std=0.0, seed=3)
+    checked = 0
+    for seed in range(40):
+        sample, colours = painted(seed=seed)
+        out = transform(sample)
+        pixels = out["image"].permute(1, 2, 0).numpy().astype(int)
+        for box, label in zip(out["boxes"].numpy(), out["labels"].tolist()):
+            ys, xs = np.nonzero(np.abs(pixels - colours[label]).sum(-1) < 60)
+            if len(xs) < 9:  # a sliver at the border: its colour is blended away
+                continue
+            covered = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            np.testing.assert_allclose(box, covered, atol=1.6)
+            checked += 1
+    assert checked > 60
+
+
+def test_paper_keeps_every_box_with_area_and_the_visibility_rule_drops():
+    boxes = np.array([[0, 0, 128, 128], [123, 40, 228, 60]], np.float32)
+    sample = Sample(np.zeros((128, 128, 3), np.uint8), boxes, np.array([0, 1]), 0)
+    keep_all = CropTrainTransform(128, scales=(1.0,), flip_prob=0.0, seed=0)
+    keep_all.crop = lambda w, h: (64.0, 64.0, 128.0)  # the identity crop
+    out = keep_all(sample)
+    assert out["labels"].tolist() == [0, 1]  # 5 of 105 px of the second box visible: kept, clipped
+    np.testing.assert_allclose(out["boxes"][1].numpy(), [123, 40, 128, 60])
+    dropping = CropTrainTransform(128, scales=(1.0,), flip_prob=0.0, min_visibility=0.3, seed=0)
+    dropping.crop = keep_all.crop
+    assert dropping(sample)["labels"].tolist() == [0]
+
+
+def test_identity_crop_and_flip_map_pixels_exactly():
+    sample, _ = painted(256, 256)
+    transform = CropTrainTransform(256, flip_prob=1.0, colour_jitter=0.0, lighting_std=0.0, seed=0)
+    transform.crop = lambda w, h: (128.0, 128.0, 256.0)
+    out = transform(sample)
+    np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), sample.image[:, ::-1])
+    expected = np.stack([256 - sample.boxes[:, 2], sample.boxes[:, 1], 256 - sample.boxes[:, 0], sample.boxes[:, 3]], 1)
+    np.testing.assert_allclose(out["boxes"].numpy(), expected)
+
+
+class FixedDraws:
+    """Stands in for the transform's random generator with chosen values."""
+
+    def __init__(self, order, alphas, lighting):
+        self.order, self.alphas, self.lighting = order, list(alphas), lighting
+
+    def permutation(self, n):
+        return np.array(self.order)
+
+    def uniform(self, low, high):
+        return self.alphas.pop(0)
+
+    def normal(self, mean, std, size):
+        return np.array(self.lighting)
+
+
+def test_colour_and_lighting_equal_the_plain_formula():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (8, 10, 3)).astype(np.uint8)
+    transform = CropTrainTransform(32, seed=0)
+    transform.rng = FixedDraws(order=[2, 0, 1], alphas=[0.3, -0.2, 0.1], lighting=[0.05, -0.1, 0.2])
+    got = transform.colour(image).astype(np.float64)
+
+    x = image.astype(np.float64)
+    grey = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
+    grey = np.rint(grey)  # OpenCV's uint8 grey image
+    x = 1.3 * x + (1 - 1.3) * grey[..., None]  # saturation, alpha 1 + 0.3
+    x = 0.8 * x  # brightness, alpha 1 - 0.2
+    x = 1.1 * x + (1 - 1.1) * grey.mean()  # contrast, alpha 1 + 0.1
+    shift_bgr = PAPER_EIGVEC.astype(np.float64) @ (PAPER_EIGVAL * np.array([0.05, -0.1, 0.2]))
+    x = x + 255 * shift_bgr[::-1]
+    expected = np.rint(np.clip(x, 0, 255))
+    assert np.abs(got - expected).max() <= 1  # float32 arithmetic vs float64
+
+
+def test_colour_draws_three_strengths_within_point_four_and_a_lighting_of_sigma_point_one():
+    transform = CropTrainTransform(32, seed=0)
+    real, draws = transform.rng, []
+
+    class Recording:
+        def permutation(self, n):
+            return real.permutation(n)
+
+        def uniform(self, low, high):
+            draws.append(("uniform", low, high))
+            return real.uniform(low, high)
+
+        def normal(self, mean, std, size):
+            draws.append(("normal", mean, std, size))
+            return real.normal(mean, std, size)
+
+    transform.rng = Recording()
+    transform.colour(np.full((4, 4, 3), 100, np.uint8))
+    assert draws == [("uniform", -0.4, 0.4)] * 3 + [("normal", 0.0, 0.1, 3)]
