@@ -11,6 +11,10 @@ returns the top-K detections in input pixels:
 
 Both files carry a description (class names, input size, K) as JSON: the ONNX metadata entry ``detector``, and
 the TorchScript extra file ``detector.json``.
+
+ONNX files use opset 17, except for networks with deformable convolutions (the ``dcn`` neck): their
+``torchvision::deform_conv2d`` becomes the standard ``DeformConv`` of opset 19, which needs a recent ONNX Runtime
+(tested with 1.32; 1.18 and 1.19 have no kernel for it).
 """
 from __future__ import annotations
 
@@ -22,6 +26,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.onnx import symbolic_helper
+from torchvision.ops import DeformConv2d
 
 from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
 from detector.decode import decode
@@ -31,6 +37,7 @@ from detector.preprocess import normalize
 ExportFormat = Literal["onnx", "torchscript"]
 OUTPUT_NAMES = ["boxes", "scores", "labels"]
 ONNX_OPSET = 17
+DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
 
 
 class ExportedDetector(nn.Module):
@@ -67,15 +74,33 @@ def example_input(input_size: int, batch: int = 1) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 3, input_size, input_size), dtype=torch.uint8)
 
 
+@symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
+def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                            dilation_w, groups, offset_groups, use_mask):
+    """``torchvision::deform_conv2d`` as ONNX ``DeformConv``: the same inputs (mask last) and offset layout."""
+    inputs = [input, weight, offset, bias, mask] if use_mask else [input, weight, offset, bias]
+    return g.op("DeformConv", *inputs, kernel_shape_i=symbolic_helper._get_tensor_sizes(weight)[2:],
+                strides_i=[stride_h, stride_w], pads_i=[pad_h, pad_w, pad_h, pad_w],
+                dilations_i=[dilation_h, dilation_w], group_i=groups, offset_group_i=offset_groups)
+
+
+def onnx_opset(model: nn.Module) -> int:
+    """17, or 19 for a network with deformable convolutions (see the module docstring)."""
+    deformable = any(isinstance(module, DeformConv2d) for module in model.modules())
+    return DEFORM_CONV_OPSET if deformable else ONNX_OPSET
+
+
 def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], input_size: int, k: int = 100) -> Path:
-    """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (opset 17, dynamic batch) to ``path``."""
+    """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (``onnx_opset(model)``, dynamic batch) to
+    ``path``."""
     import onnx
 
     path = Path(path)
     wrapper = ExportedDetector(model, k)
+    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, DEFORM_CONV_OPSET)
     with _quiet_tracer():
         torch.onnx.export(wrapper, (example_input(input_size),), str(path), input_names=["images"],
-                          output_names=OUTPUT_NAMES, opset_version=ONNX_OPSET, dynamo=False,
+                          output_names=OUTPUT_NAMES, opset_version=onnx_opset(model), dynamo=False,
                           dynamic_axes={name: {0: "batch"} for name in ["images", *OUTPUT_NAMES]})
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()

@@ -10,7 +10,7 @@ from detector.model.backbone import ResNet18Backbone, Weights
 from detector.model.head import CenterNetHead
 from detector.model.neck import NECKS
 
-NeckName = Literal["lean", "deconv"]
+NeckName = Literal["lean", "deconv", "dcn"]
 
 
 class CenterNet(nn.Module):
@@ -25,8 +25,10 @@ class CenterNet(nn.Module):
 
     Args:
         num_classes: number of heatmap channels C.
-        neck: ``"lean"`` (default, fast; its heads use depthwise-separable 3x3 convs) or ``"deconv"`` (the
-            paper's network: three 256-channel transposed convolutions and full 3x3 heads).
+        neck: ``"lean"`` (default, fast; its heads use depthwise-separable 3x3 convs), ``"deconv"`` (the paper's
+            plain ResNet network without DCN: three 256-channel transposed convolutions and full 3x3 heads) or
+            ``"dcn"`` (the paper's "ResNet-18 + DCN" behind its headline ResNet-18 numbers: deformable 3x3 convs
+            and bilinear-initialised transposed convolutions of 256, 128, 64 channels, full 3x3 heads).
         weights: backbone weights: ``"imagenet"``, ``None`` (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head's 3x3 convolution.
     """

@@ -1,8 +1,10 @@
 """Inference-only rewrites of a network: BatchNorm folded into the convolution before it, channels_last weights.
 
-``fold_batchnorm(model)`` returns a copy in which every ``BatchNorm2d`` that directly follows a ``Conv2d`` or a
-``ConvTranspose2d`` (in an ``nn.Sequential``, or as ``convN``/``bnN`` pairs of torchvision's residual blocks) is
-merged into that convolution's weight and bias and replaced by ``nn.Identity``. With the running statistics
+``fold_batchnorm(model)`` returns a copy in which every ``BatchNorm2d`` that directly follows a ``Conv2d``, a
+``ConvTranspose2d`` or a torchvision ``DeformConv2d`` (in an ``nn.Sequential``, or as ``convN``/``bnN`` pairs of
+torchvision's residual blocks) is merged into that convolution's weight and bias and replaced by ``nn.Identity``.
+A deformable convolution folds like a plain one: for given offsets and mask (computed, unchanged, from its input)
+its output is linear in its weight and bias, and its weight has the ``Conv2d`` layout. With the running statistics
 ``mean, var`` and the affine ``gamma, beta``, ``bn(conv(x)) = conv'(x)`` where ``scale = gamma / sqrt(var + eps)``,
 ``W' = W * scale`` along the output channels and ``b' = (b - mean) * scale + beta``. The outputs equal the eval-mode
 network's to float rounding; the copy is for inference only (training it would train without BatchNorm).
@@ -13,8 +15,9 @@ import copy
 
 import torch
 from torch import nn
+from torchvision.ops import DeformConv2d
 
-Conv = nn.Conv2d | nn.ConvTranspose2d
+Conv = nn.Conv2d | nn.ConvTranspose2d | DeformConv2d
 
 
 def _fold_into(conv: Conv, bn: nn.BatchNorm2d) -> None:
@@ -26,7 +29,7 @@ def _fold_into(conv: Conv, bn: nn.BatchNorm2d) -> None:
         groups, (cin, cout_g) = conv.groups, weight.shape[:2]
         grouped = weight.view(groups, cin // groups, cout_g, *weight.shape[2:])
         weight = (grouped * scale.view(groups, 1, cout_g, 1, 1)).view_as(weight)
-    else:  # weight [out, in / groups, kh, kw]
+    else:  # Conv2d, DeformConv2d: weight [out, in / groups, kh, kw]
         weight = weight * scale.view(-1, 1, 1, 1)
     conv.weight = nn.Parameter(weight)
     conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach())
@@ -35,7 +38,7 @@ def _fold_into(conv: Conv, bn: nn.BatchNorm2d) -> None:
 def _fold_sequential(seq: nn.Sequential) -> int:
     count = 0
     for i in range(len(seq) - 1):
-        if isinstance(seq[i], (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(seq[i + 1], nn.BatchNorm2d):
+        if isinstance(seq[i], Conv) and isinstance(seq[i + 1], nn.BatchNorm2d):
             _fold_into(seq[i], seq[i + 1])
             seq[i + 1] = nn.Identity()
             count += 1
@@ -47,7 +50,7 @@ def _fold_named_pairs(module: nn.Module) -> int:
     count = 0
     for index in range(1, 4):
         conv, bn = getattr(module, f"conv{index}", None), getattr(module, f"bn{index}", None)
-        if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+        if isinstance(conv, Conv) and isinstance(bn, nn.BatchNorm2d):
             _fold_into(conv, bn)
             setattr(module, f"bn{index}", nn.Identity())
             count += 1

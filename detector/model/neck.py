@@ -1,7 +1,12 @@
 """Necks: from the backbone's four maps to one stride-4 map.
 
-- ``DeconvNeck``: the CenterNet paper's ResNet neck, three 4x4 stride-2 transposed convolutions of 256 channels,
-  each followed by BatchNorm and ReLU, from stride 32 to stride 4. The baseline.
+- ``DeconvNeck``: the CenterNet paper's plain ResNet neck, WITHOUT deformable convolutions: three 4x4 stride-2
+  transposed convolutions of 256 channels, each followed by BatchNorm and ReLU, from stride 32 to stride 4.
+- ``DCNNeck``: the network behind the paper's ResNet-18 headline numbers ("ResNet-18 + DCN"). Three stages from
+  the stride-32 map, each a 3x3 modulated deformable convolution (DCNv2, ``ModulatedDeformConv2d``) to the stage's
+  width, BatchNorm, ReLU, then a 4x4 stride-2 transposed convolution initialised as bilinear upsampling,
+  BatchNorm, ReLU; widths 256, 128, 64, so it ends with 64 channels at stride 4. Built on torchvision's
+  ``DeformConv2d`` (no compiled extension of our own).
 - ``LeanNeck`` (the default): a top-down path with lateral connections from the stride 16, 8 and 4 maps. At each
   step the coarser map is projected to the finer level's width with a 1x1 convolution *before* the 2x upsampling
   (the cheap side), added to a 1x1 lateral projection of the backbone map, and smoothed by a 3x3 convolution.
@@ -13,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.ops import DeformConv2d, deform_conv2d
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
@@ -62,4 +68,67 @@ class LeanNeck(nn.Module):
         return x  # [B, widths[-1], H/4, W/4]
 
 
-NECKS = {"lean": LeanNeck, "deconv": DeconvNeck}
+def bilinear_kernel(size: int) -> torch.Tensor:
+    """``[size, size]`` float32 transposed-convolution kernel of bilinear upsampling by ``ceil(size / 2)``
+    (``size`` 4: taps ``0.25, 0.75, 0.75, 0.25`` along each axis)."""
+    factor = (size + 1) // 2
+    centre = factor - 1 if size % 2 else factor - 0.5
+    taps = 1 - (torch.arange(size, dtype=torch.float32) - centre).abs() / factor  # [size]
+    return taps[:, None] * taps[None, :]
+
+
+def init_bilinear(up: nn.ConvTranspose2d) -> None:
+    """Make ``up`` (``C -> C`` channels, ungrouped) upsample each channel bilinearly on its own: the kernel from
+    input channel c to output channel c is ``bilinear_kernel``, every other kernel is zero."""
+    C, size = up.out_channels, up.kernel_size[0]
+    weight = torch.zeros_like(up.weight)  # [C_in, C_out, size, size]
+    weight[range(C), range(C)] = bilinear_kernel(size).to(weight)
+    with torch.no_grad():
+        up.weight.copy_(weight)
+
+
+class ModulatedDeformConv2d(DeformConv2d):
+    """A 3x3 DCNv2 convolution that predicts its own sampling offsets and mask; ``forward(x [B, in, h, w])`` ->
+    ``[B, out, h, w]``.
+
+    ``offset_mask``, a plain 3x3 convolution with zero-initialised weight and bias, gives 27 channels per cell: the
+    first 18 are the offsets of the 9 taps, (dy, dx) pairs in cells; the last 9 are mask logits, whose ``sigmoid``
+    weighs each tap in (0, 1). The mask multiplies the sampled values, so at initialisation (offsets 0, mask 0.5)
+    the layer is exactly half a plain 3x3 convolution with the same weight. The deformable convolution's own weight
+    keeps torchvision's default init (uniform in +-1/sqrt(fan_in), as the original DCNv2); it has no bias because
+    BatchNorm follows (the original DCN carries a zero-initialised bias there).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.offset_mask = nn.Conv2d(in_channels, 27, kernel_size=3, padding=1)
+        nn.init.zeros_(self.offset_mask.weight)
+        nn.init.zeros_(self.offset_mask.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offset, mask = self.offset_mask(x).split([18, 9], dim=1)  # [B, 18, h, w], [B, 9, h, w]
+        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+                             dilation=self.dilation, mask=mask.sigmoid())
+
+
+def dcn_stage(in_channels: int, channels: int) -> list[nn.Module]:
+    """Deformable 3x3 conv, BN, ReLU, then bilinear-initialised 2x transposed conv, BN, ReLU."""
+    up = nn.ConvTranspose2d(channels, channels, kernel_size=4, stride=2, padding=1, bias=False)
+    init_bilinear(up)
+    return [ModulatedDeformConv2d(in_channels, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
+            up, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+
+
+class DCNNeck(nn.Module):
+    separable_heads = False  # the paper's heads
+    def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, ...] = (256, 128, 64)):
+        super().__init__()
+        coarse = [in_channels[-1], *widths[:-1]]
+        self.layers = nn.Sequential(*[layer for c, w in zip(coarse, widths) for layer in dcn_stage(c, w)])
+        self.out_channels = widths[-1]
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.layers(features[-1])  # [B, 512, H/32, W/32] -> [B, widths[-1], H/4, W/4]
+
+
+NECKS = {"lean": LeanNeck, "deconv": DeconvNeck, "dcn": DCNNeck}
