@@ -1,4 +1,4 @@
-"""Readers (COCO-format, VOC-format, synthetic), transforms, collate and the LightningDataModule.
+"""Readers (COCO-format, VOC-format, YOLO-format, synthetic), transforms, collate and the LightningDataModule.
 
 Frames: a reader returns boxes xyxy in original pixels (:class:`Sample`); a transform maps them to xyxy input
 pixels; :func:`collate_detection` pads them into the batch contract.
@@ -8,12 +8,14 @@ from detector.data.common import DatasetError, DetectionDataset, ImageReadError,
 from detector.data.datamodule import DetectionDataModule, seed_worker
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_cache_root, synthetic_dataset
 from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
-from detector.data.voc import VOC_CLASSES, VocDetection, collect_voc_classes, voc_layout, voc_to_coco, write_voc_coco_json
+from detector.data.voc import (VOC_CLASSES, VocDetection, collect_voc_classes, voc_layout, voc_to_coco,
+                               write_voc_coco_json)
+from detector.data.yolo import YoloDetection, yolo_class_names, yolo_to_coco
 
 __all__ = [
     "CocoDetection", "DatasetError", "DetectionDataModule", "DetectionDataset", "EvalTransform", "ImageReadError",
-    "SYNTHETIC_CLASSES", "Sample", "TrainTransform", "VOC_CLASSES", "VocDetection", "coco_from_dict",
+    "SYNTHETIC_CLASSES", "Sample", "TrainTransform", "VOC_CLASSES", "VocDetection", "YoloDetection", "coco_from_dict",
     "collate_detection", "collect_voc_classes", "dataset_to_coco", "load_coco_json", "read_image", "seed_worker",
     "synthetic_cache_root", "synthetic_dataset", "voc_layout", "voc_to_coco", "write_coco_json",
-    "write_voc_coco_json",
+    "write_voc_coco_json", "yolo_class_names", "yolo_to_coco",
 ]

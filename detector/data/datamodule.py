@@ -1,5 +1,5 @@
-"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC or a user's VOC folder or COCO-format json),
-builds the readers with their transforms, and serves DataLoaders of the batch contract
+"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC, or a user's VOC folder, YOLO dataset YAML or
+COCO-format json), builds the readers with their transforms, and serves DataLoaders of the batch contract
 (:func:`detector.data.transforms.collate_detection`).
 
 Seeding: the train loader's generator is seeded with ``seed + global_rank`` (so a run is reproducible), and
@@ -23,6 +23,7 @@ from detector.data.common import DatasetError, DetectionDataset
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
 from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
 from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, collect_voc_classes, default_voc_splits, voc_layout
+from detector.data.yolo import YoloDetection, yolo_class_names
 
 
 def seed_worker(worker_id: int) -> None:
@@ -40,10 +41,11 @@ class DetectionDataModule(pl.LightningDataModule):
 
     Args:
         dataset: which reader: ``synthetic`` (generated on first use), ``coco`` (the official layout or explicit
-            jsons) or ``voc`` (a VOCdevkit, or a single folder holding ``Annotations/``, ``JPEGImages/``,
-            ``ImageSets/Main/``).
+            jsons), ``voc`` (a VOCdevkit, or a single folder holding ``Annotations/``, ``JPEGImages/``,
+            ``ImageSets/Main/``) or ``yolo`` (an ultralytics dataset YAML, its ``train`` and ``val`` splits).
         root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit or single VOC folder,
-            or synthetic cache folder (default ``$DETECTOR_CACHE/synthetic`` or ``~/.cache/detector/synthetic``).
+            YOLO dataset YAML file, or synthetic cache folder (default ``$DETECTOR_CACHE/synthetic`` or
+            ``~/.cache/detector/synthetic``).
         train_json: COCO-format train annotations (your own data); overrides the one under ``root``.
         train_images: folder of the train images named in ``train_json``.
         val_json: COCO-format validation annotations; overrides the one under ``root``.
@@ -70,7 +72,7 @@ class DetectionDataModule(pl.LightningDataModule):
         num_val: number of synthetic validation images.
     """
 
-    def __init__(self, dataset: Literal["synthetic", "coco", "voc"] = "synthetic", root: str | None = None,
+    def __init__(self, dataset: Literal["synthetic", "coco", "voc", "yolo"] = "synthetic", root: str | None = None,
                  train_json: str | None = None, train_images: str | None = None, val_json: str | None = None,
                  val_images: str | None = None, voc_train_splits: Sequence[VocSplit] | None = None,
                  voc_val_splits: Sequence[VocSplit] | None = None, classes: list[str] | None = None,
@@ -80,10 +82,12 @@ class DetectionDataModule(pl.LightningDataModule):
                  colour_jitter: float = 0.3, min_visibility: float = 0.3, min_box_size: float = 2.0,
                  num_train: int = 400, num_val: int = 100):
         super().__init__()
-        if dataset not in ("synthetic", "coco", "voc"):
-            raise ValueError(f"dataset must be 'synthetic', 'coco' or 'voc', got {dataset!r}")
+        if dataset not in ("synthetic", "coco", "voc", "yolo"):
+            raise ValueError(f"dataset must be 'synthetic', 'coco', 'voc' or 'yolo', got {dataset!r}")
         if dataset == "voc" and root is None:
             raise ValueError("dataset='voc' needs root, the VOCdevkit or single VOC folder")
+        if dataset == "yolo" and root is None:
+            raise ValueError("dataset='yolo' needs root, the dataset YAML file")
         if dataset == "coco" and root is None and (train_json is None or val_json is None):
             raise ValueError("dataset='coco' needs root (the COCO folder) or both train_json and val_json")
         self.save_hyperparameters()
@@ -158,6 +162,8 @@ class DetectionDataModule(pl.LightningDataModule):
     def _build(self, split: Literal["train", "val"], transform: TrainTransform | EvalTransform) -> DetectionDataset:
         if self.hparams.dataset == "voc":
             return VocDetection(self.hparams.root, self._voc_splits(split), transform, self._read_categories()[0])
+        if self.hparams.dataset == "yolo":
+            return YoloDetection(self.hparams.root, split, transform)
         json_path, images = self._coco_paths(split)
         return CocoDetection(json_path, images, transform)
 
@@ -184,8 +190,8 @@ class DetectionDataModule(pl.LightningDataModule):
         return synthetic_dataset(self.hparams.root, self.hparams.seed, self.hparams.num_train, self.hparams.num_val)
 
     def _read_categories(self) -> tuple[list[str], list[int]]:
-        """(class names, category ids): from a built dataset, a constant, the json's categories only, or the VOC
-        training XMLs' object names only (computed once, cached)."""
+        """(class names, category ids): from a built dataset, a constant, the json's categories only, the YAML's
+        names, or the VOC training XMLs' object names only (computed once, cached)."""
         for dataset in (self.train_dataset, self.val_dataset):
             if dataset is not None:
                 return dataset.class_names, dataset.category_ids
@@ -201,6 +207,9 @@ class DetectionDataModule(pl.LightningDataModule):
             elif names is None:
                 names = collect_voc_classes(self.hparams.root, self._voc_splits("train"))
             return list(names), list(range(1, len(names) + 1))
+        if self.hparams.dataset == "yolo":
+            names = yolo_class_names(self.hparams.root)
+            return names, list(range(1, len(names) + 1))
         if self.hparams.dataset == "synthetic" and self.hparams.val_json is None:
             return list(SYNTHETIC_CLASSES), list(range(1, len(SYNTHETIC_CLASSES) + 1))
         categories = sorted(load_coco_json(self._coco_paths("val")[0])["categories"], key=lambda c: c["id"])
