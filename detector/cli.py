@@ -4,6 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
@@ -35,6 +36,9 @@ class DetectorCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
                                  "or the path of a checkpoint. The step, epoch and optimiser state continue.")
+        parser.add_argument("--report_checkpoint", type=Literal["best", "last"], default="best",
+                            help="The checkpoint validated and reported at the end: 'best' (by validation AP) or "
+                                 "'last' (the last epoch, as the paper reports).")
 
 
 def trainer_defaults() -> dict:
@@ -76,24 +80,29 @@ def main(args: list[str] | None = None) -> DetectorCLI:
                       trainer_defaults=trainer_defaults())
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer))
-    cli.best_checkpoint, cli.last_checkpoint = report(trainer, model, data)
+    cli.best_checkpoint, cli.last_checkpoint = report(trainer, model, data, cli.config.get("report_checkpoint"))
     return cli
 
 
-def report(trainer, model: CenterNetModule, data: DetectionDataModule) -> tuple[str | None, str | None]:
-    """Validate the best checkpoint, print its table, and tell the user where things are and what to run next.
+def report(trainer, model: CenterNetModule, data: DetectionDataModule,
+           which: str = "best") -> tuple[str | None, str | None]:
+    """Validate the best (or the last) checkpoint, print its table, and tell the user where things are and what
+    to run next.
 
     Returns the (best, last) checkpoint paths.
     """
     callback = trainer.checkpoint_callback
     best = callback.best_model_path if callback and callback.best_model_path else None
     last = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
-    trainer.validate(model, datamodule=data, ckpt_path=best, verbose=False)
+    reported = last if which == "last" else best
+    trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
     log_dir = trainer.log_dir  # a collective under DDP: every rank asks
     if not trainer.is_global_zero:
         return best, last
     if model.last_result is not None:
-        print("\n" + format_table(model.last_result, f"validation split, {model.eval_description()}"))
+        name = "last" if which == "last" else "best"
+        print("\n" + format_table(model.last_result, f"validation split, {name} checkpoint, "
+                                                      f"{model.eval_description()}"))
     checkpoint = best or last
     print(f"\nrun folder:  {log_dir}")
     print(f"checkpoints: {callback.dirpath if callback else 'none'} (best: {best}, last: {last})")

@@ -211,3 +211,24 @@ def test_colour_draws_three_strengths_within_point_four_and_a_lighting_of_sigma_
     transform.rng = Recording()
     transform.colour(np.full((4, 4, 3), 100, np.uint8))
     assert draws == [("uniform", -0.4, 0.4)] * 3 + [("normal", 0.0, 0.1, 3)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# initialisation of the paper's networks
+
+
+@pytest.mark.parametrize("neck,small", [("deconv", [False, True]), ("dcn", [True, True]), ("lean", [False, False])])
+def test_offset_and_size_heads_start_as_the_papers_code_starts_them(neck, small):
+    from detector.model import CenterNet
+
+    model = CenterNet(3, neck=neck)
+    for head in (model.head.offset, model.head.size):
+        convs = [m for m in head if isinstance(m, torch.nn.Conv2d)]
+        first, last = convs[0], convs[-1]
+        assert [float(first.weight.std()) < 0.002, float(last.weight.std()) < 0.002] == small
+        if small[-1]:
+            assert float(last.bias.abs().max()) == 0
+    assert float(model.head.heatmap[-1].bias.mean()) == pytest.approx(-math.log(9), abs=1e-6)
+    if neck == "deconv":
+        ups = [m for m in model.neck.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+        assert len(ups) == 3 and all(float(up.weight.std()) == pytest.approx(0.001, rel=0.05) for up in ups)

@@ -18,8 +18,8 @@ Two train transforms:
   (``PAPER_LIGHTING``). By default every box that keeps a positive area after clipping to the canvas is a target.
 - :class:`TrainTransform` (``augmentation: resize``), described below.
 
-``TrainTransform`` geometry: the longer side is resized to ``S * scale`` (``scale`` uniform in ``scale_range``, in steps of
-1 px), then the image is placed at a random position in (padded with ``PAD_VALUE``) or randomly cropped to the
+``TrainTransform`` geometry: the longer side is resized to ``S * scale`` (``scale`` uniform in ``scale_range``, in
+steps of 1 px), then the image is placed at a random position in (padded with ``PAD_VALUE``) or randomly cropped to the
 ``S x S`` canvas, flipped horizontally with ``flip_prob``, colour-jittered. Boxes are clipped to the canvas; a box
 is dropped when less than ``min_visibility`` of its area remains or it is narrower or shorter than
 ``min_box_size`` input pixels.

@@ -43,7 +43,7 @@ class CenterNet(nn.Module):
         self.backbone = ResNet18Backbone(weights)
         self.neck = NECKS[neck](self.backbone.channels)
         self.head = CenterNetHead(self.neck.out_channels, num_classes, head_channels,
-                                  separable=self.neck.separable_heads)
+                                  separable=self.neck.separable_heads, regression_init=self.neck.regression_init)
         self.stride = self.backbone.strides[0]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:

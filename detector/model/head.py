@@ -6,6 +6,7 @@ With ``separable=True`` the 3x3 conv is depthwise-separable (a depthwise 3x3 the
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
@@ -25,14 +26,23 @@ def _head(in_channels: int, hidden: int, out_channels: int, separable: bool) -> 
 
 class CenterNetHead(nn.Module):
     """``forward(x [B, in, h, w])`` -> ``{"heatmap": [B, C, h, w] logits, "offset": [B, 2, h, w],
-    "size": [B, 2, h, w]}``; ``separable``: depthwise-separable 3x3 convs (see the module docstring)."""
+    "size": [B, 2, h, w]}``; ``separable``: depthwise-separable 3x3 convs (see the module docstring);
+    ``regression_init``: the paper's initialisation of the offset and size heads, N(0, 0.001) weights and zero
+    biases on their ``last`` conv (its plain network) or ``all`` their convs (its DCN network)."""
 
-    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, separable: bool = False):
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 64, separable: bool = False,
+                 regression_init: Literal["last", "all"] | None = None):
         super().__init__()
         self.heatmap = _head(in_channels, hidden, num_classes, separable)
         self.offset = _head(in_channels, hidden, 2, separable)
         self.size = _head(in_channels, hidden, 2, separable)
         nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR))
+        if regression_init:
+            for head in (self.offset, self.size):
+                convs = [m for m in head if isinstance(m, nn.Conv2d)]
+                for conv in convs if regression_init == "all" else convs[-1:]:
+                    nn.init.normal_(conv.weight, std=0.001)
+                    nn.init.zeros_(conv.bias)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"heatmap": self.heatmap(x), "offset": self.offset(x), "size": self.size(x)}

@@ -30,16 +30,18 @@ def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int) -> nn.Se
 
 
 class DeconvNeck(nn.Module):
+    """The paper's plain neck; its up-convolutions start from N(0, 0.001) as in the paper's code."""
+
     separable_heads = False  # the paper's heads
+    regression_init = "last"  # the paper's code: N(0, 0.001) on the last conv of the offset and size heads
+
     def __init__(self, in_channels: tuple[int, ...], channels: int = 256, num_layers: int = 3):
         super().__init__()
         layers, width = [], in_channels[-1]
         for _ in range(num_layers):
-            layers += [
-                nn.ConvTranspose2d(width, channels, kernel_size=4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(channels),
-                nn.ReLU(inplace=True),
-            ]
+            up = nn.ConvTranspose2d(width, channels, kernel_size=4, stride=2, padding=1, bias=False)
+            nn.init.normal_(up.weight, std=0.001)
+            layers += [up, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
             width = channels
         self.layers = nn.Sequential(*layers)
         self.out_channels = channels
@@ -50,6 +52,7 @@ class DeconvNeck(nn.Module):
 
 class LeanNeck(nn.Module):
     separable_heads = True  # full 3x3 heads would cost more than this whole neck (bench/RESULTS.md)
+    regression_init = None  # PyTorch's default initialisation everywhere but the heatmap bias
     def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, int, int] = (128, 96, 64)):
         super().__init__()
         # widths are for strides 16, 8, 4; in_channels are the backbone's for strides 4, 8, 16, 32
@@ -121,6 +124,7 @@ def dcn_stage(in_channels: int, channels: int) -> list[nn.Module]:
 
 class DCNNeck(nn.Module):
     separable_heads = False  # the paper's heads
+    regression_init = "all"  # the paper's code: N(0, 0.001) on every conv of the offset and size heads
     def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, ...] = (256, 128, 64)):
         super().__init__()
         coarse = [in_channels[-1], *widths[:-1]]
