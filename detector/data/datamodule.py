@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 from detector.data.coco import CocoDetection, coco_from_dict, dataset_to_coco, load_coco_json
 from detector.data.common import DatasetError, DetectionDataset
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
-from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
+from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_LIGHTING_STD, CropTrainTransform, EvalTransform,
+                                      TrainTransform, collate_detection)
 from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, collect_voc_classes, default_voc_splits, voc_layout
 from detector.data.yolo import YoloDetection, yolo_class_names
 
@@ -63,11 +64,20 @@ class DetectionDataModule(pl.LightningDataModule):
         batch_size: images per batch (training and validation).
         num_workers: DataLoader worker processes (0 loads in the main process).
         seed: seed of the shuffling and augmentation streams (and of the synthetic data).
-        scale_range: random scale of the longer image side relative to ``input_size``.
+        augmentation: the train augmentation: ``paper`` (the CenterNet paper's random square crop of 0.6-1.3 x the
+            longer side around a random centre, warped to the input; colour +-0.4 and PCA lighting) or ``resize``
+            (the longer side resized to ``scale_range`` x ``input_size``, placed or cropped; colour jitter).
+            See ``detector.data.transforms``.
+        scale_range: ``resize`` only: random scale of the longer image side relative to ``input_size``.
+        crop_scales: ``paper`` only: the crop side as fractions of the longer image side.
+        lighting: ``paper`` only: standard deviation of the PCA lighting (0 disables it).
         flip_prob: probability of a horizontal flip.
-        colour_jitter: strength of the brightness/contrast/saturation jitter (0 disables it).
+        colour_jitter: strength of the brightness/contrast/saturation jitter (0 disables it; null: 0.4 for
+            ``paper``, 0.3 for ``resize``).
         min_visibility: after cropping, a box keeping less than this fraction of its area is dropped.
         min_box_size: after augmentation, a box narrower or shorter than this (input pixels) is dropped.
+            ``min_visibility`` and ``min_box_size`` null: 0 for ``paper`` (every box with area stays a target, as
+            in the paper), 0.3 and 2 px for ``resize``.
         num_train: number of synthetic training images.
         num_val: number of synthetic validation images.
     """
@@ -78,8 +88,10 @@ class DetectionDataModule(pl.LightningDataModule):
                  voc_val_splits: Sequence[VocSplit] | None = None, classes: list[str] | None = None,
                  input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
-                 seed: int = 0, scale_range: tuple[float, float] = (0.6, 1.4), flip_prob: float = 0.5,
-                 colour_jitter: float = 0.3, min_visibility: float = 0.3, min_box_size: float = 2.0,
+                 seed: int = 0, augmentation: Literal["paper", "resize"] = "resize",
+                 scale_range: tuple[float, float] = (0.6, 1.4), crop_scales: Sequence[float] = PAPER_CROP_SCALES,
+                 lighting: float = PAPER_LIGHTING_STD, flip_prob: float = 0.5, colour_jitter: float | None = None,
+                 min_visibility: float | None = None, min_box_size: float | None = None,
                  num_train: int = 400, num_val: int = 100):
         super().__init__()
         if dataset not in ("synthetic", "coco", "voc", "yolo"):
@@ -105,13 +117,25 @@ class DetectionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets (train for ``fit``; validation for every stage); the annotation files are read here."""
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = self._build("train", TrainTransform(
-                self.hparams.input_size, tuple(self.hparams.scale_range), self.hparams.flip_prob,
-                self.hparams.colour_jitter, self.hparams.min_visibility, self.hparams.min_box_size, self.hparams.seed))
+            self.train_dataset = self._build("train", self._train_transform())
         if self.val_dataset is None:
             self.val_dataset = self._build("val", EvalTransform(self.eval_size))
         if self.train_dataset is not None:
             self._check_same_categories(self.train_dataset, self.val_dataset)
+
+    def _train_transform(self) -> TrainTransform | CropTrainTransform:
+        hp = self.hparams
+        paper = hp.augmentation == "paper"
+        colour = hp.colour_jitter if hp.colour_jitter is not None else (0.4 if paper else 0.3)
+        visibility = hp.min_visibility if hp.min_visibility is not None else (0.0 if paper else 0.3)
+        box_size = hp.min_box_size if hp.min_box_size is not None else (0.0 if paper else 2.0)
+        if paper:
+            return CropTrainTransform(hp.input_size, tuple(hp.crop_scales), hp.flip_prob, colour, hp.lighting,
+                                      visibility, box_size, hp.seed)
+        if hp.augmentation != "resize":
+            raise ValueError(f"augmentation must be 'paper' or 'resize', got {hp.augmentation!r}")
+        return TrainTransform(hp.input_size, tuple(hp.scale_range), hp.flip_prob, colour, visibility, box_size,
+                              hp.seed)
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
