@@ -114,6 +114,13 @@ def test_boxes_outside_the_image_are_clipped_and_counted(tmp_path):
     np.testing.assert_array_equal(dataset.annotations[0].labels, [1, 0])
 
 
+def test_rounding_past_the_border_is_not_counted_as_clipping(tmp_path, recwarn):
+    content = {**CONTENT, "val": {"images/val/c.jpg": (64, 32, "1 0.9 0.5 0.20001 0.5\n")}}
+    dataset = YoloDetection(write_yolo_dataset(tmp_path, content=content), "val")
+    assert not [w for w in recwarn if "clipped" in str(w.message)]
+    np.testing.assert_allclose(dataset.annotations[0].boxes, [[51.2, 8, 64, 24]], atol=1e-3)  # x2 64.0003 snapped
+
+
 def test_unreadable_image_is_left_out_with_a_warning(tmp_path):
     path = write_yolo_dataset(tmp_path)
     (tmp_path / "ds" / "images" / "train" / "a.png").write_bytes(b"not an image")

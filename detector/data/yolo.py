@@ -23,7 +23,8 @@ stored pixels, as :func:`detector.data.common.read_image` returns them (no EXIF 
 
 Bad input follows :mod:`detector.data.common`: a malformed YAML, a missing key, a label line with the wrong number
 of fields, a non-number or a class index out of range is a :class:`DatasetError` naming the file (and line); boxes
-reaching outside their image are clipped, empty ones dropped, counted in one warning; an image whose size cannot be
+reaching outside their image are clipped, empty ones dropped, counted in one warning (an overshoot under
+:data:`ROUNDING` of the image side is label rounding: set on the border, not counted); an image whose size cannot be
 read is left out of the split with one warning naming it (the other images keep their ids).
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # JPEG start-of-frame markers (all coding processes; not DHT 0xC4, JPG 0xC8, DAC 0xCC).
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A box past the image border by less than this fraction of the side is label rounding: set on the border, uncounted.
+ROUNDING = 1e-4
 
 
 def load_yolo_yaml(path: str | Path) -> dict[str, Any]:
@@ -247,14 +250,27 @@ def _read_image_labels(image: Path, image_id: int, size: tuple[int, int],
     """The :class:`Annotation` of one image: its label file read, boxes converted to pixels and repaired."""
     width, height = size
     normalised, labels = read_label_file(label_path(image), num_classes)
-    pixels = torch.from_numpy(normalised) * torch.tensor([width, height, width, height], dtype=torch.float32)
-    boxes, keep, repairs = repair_boxes(cxcywh_to_xyxy(pixels), torch.full((len(labels),), float(width)),
+    size = torch.tensor([width, height, width, height], dtype=torch.float32)
+    boxes = _snap_rounding(cxcywh_to_xyxy(torch.from_numpy(normalised) * size), size)  # [N, 4] xyxy pixels
+    boxes, keep, repairs = repair_boxes(boxes, torch.full((len(labels),), float(width)),
                                         torch.full((len(labels),), float(height)))
     keep = keep.numpy()
     annotation = Annotation(file=image, image_id=image_id, boxes=boxes.numpy()[keep], labels=labels[keep],
                             crowd_boxes=np.zeros((0, 4), dtype=np.float32), crowd_labels=np.zeros((0,), np.int64),
                             width=width, height=height)
     return annotation, repairs
+
+
+def _snap_rounding(boxes: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+    """Put coordinates past the border by less than :data:`ROUNDING` of the image side on the border.
+
+    Normalised labels are written rounded (often to 6 decimals), so a box touching the border lands a hair outside;
+    snapping those keeps the clipping count (and its warning) for real overshoots. ``boxes`` ``[N, 4]`` xyxy pixels,
+    ``size`` ``[4]`` (W, H, W, H).
+    """
+    below = (boxes < 0) & (boxes > -ROUNDING * size)
+    above = (boxes > size) & (boxes < (1 + ROUNDING) * size)
+    return torch.where(below, torch.zeros_like(boxes), torch.where(above, size.expand_as(boxes), boxes))
 
 
 def _warn_unreadable(images: list[Path], source: str) -> None:
