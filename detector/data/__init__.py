@@ -4,15 +4,15 @@ Frames: a reader returns boxes xyxy in original pixels (:class:`Sample`); a tran
 pixels; :func:`collate_detection` pads them into the batch contract.
 """
 from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
-from detector.data.common import DatasetError, DetectionDataset, ImageReadError, Sample, read_image
+from detector.data.dataset import DatasetError, DetectionDataset, Sample
 from detector.data.datamodule import DetectionDataModule, seed_worker
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_cache_root, synthetic_dataset
 from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
 from detector.data.voc import VOC_CLASSES, VocDetection, voc_to_coco, write_voc_coco_json
 
 __all__ = [
-    "CocoDetection", "DatasetError", "DetectionDataModule", "DetectionDataset", "EvalTransform", "ImageReadError",
+    "CocoDetection", "DatasetError", "DetectionDataModule", "DetectionDataset", "EvalTransform",
     "SYNTHETIC_CLASSES", "Sample", "TrainTransform", "VOC_CLASSES", "VocDetection", "coco_from_dict",
-    "collate_detection", "load_coco_json", "read_image", "seed_worker", "synthetic_cache_root", "synthetic_dataset",
+    "collate_detection", "load_coco_json", "seed_worker", "synthetic_cache_root", "synthetic_dataset",
     "voc_to_coco", "write_voc_coco_json",
 ]

@@ -4,7 +4,7 @@ Labels are contiguous ``0..C-1`` in the order of the category ids; ``category_id
 id (COCO's 80 classes have ids 1..90 with gaps), which is what a results file needs. Boxes change frame here, once:
 COCO ``xywh`` -> xyxy original pixels (``detector.boxes.xywh_to_xyxy``). Annotations with ``iscrowd=1`` are not
 training targets; they are returned as ``crowd_boxes``. Images without annotations are kept (background images).
-Box repairs and errors follow :mod:`detector.data.common`.
+Box repairs and errors follow :mod:`detector.data.dataset`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from pycocotools.coco import COCO
 
 from detector.boxes import xywh_to_xyxy
-from detector.data.common import Annotation, DatasetError, DetectionDataset, Sample, repair_boxes
+from detector.data.dataset import Annotation, DatasetError, DetectionDataset, Sample, repair_boxes
 
 _REQUIRED = {
     "images": ("id", "file_name", "width", "height"),

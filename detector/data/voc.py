@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from detector.boxes import xyxy_to_xywh
-from detector.data.common import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
+from detector.data.dataset import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
