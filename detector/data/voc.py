@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from detector.boxes import xyxy_to_xywh
+from detector.data.cocoformat import coco_annotations
 from detector.data.dataset import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
 
 VOC_CLASSES = (
@@ -129,18 +129,10 @@ def voc_to_coco(dataset: VocDetection) -> dict[str, Any]:
     for ann in dataset.annotations:
         images.append({"id": ann.image_id, "file_name": ann.file.name, "width": ann.width, "height": ann.height})
         for boxes, labels, crowd in ((ann.boxes, ann.labels, 0), (ann.crowd_boxes, ann.crowd_labels, 1)):
-            annotations.extend(_coco_annotations(ann.image_id, boxes, labels, crowd, len(annotations)))
+            annotations.extend(coco_annotations(ann.image_id, boxes, [VOC_CATEGORY_IDS[i] for i in labels], crowd,
+                                                len(annotations)))
     categories = [{"id": cat_id, "name": name} for cat_id, name in zip(VOC_CATEGORY_IDS, VOC_CLASSES)]
     return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _coco_annotations(image_id: int, boxes: np.ndarray, labels: np.ndarray, crowd: int,
-                      first_id: int) -> list[dict[str, Any]]:
-    """COCO annotation dicts for ``[N, 4]`` xyxy boxes with ``[N]`` labels; ids continue from ``first_id``."""
-    xywh = xyxy_to_xywh(torch.from_numpy(boxes)).tolist()
-    return [{"id": first_id + i + 1, "image_id": image_id, "bbox": box, "area": box[2] * box[3], "iscrowd": crowd,
-             "category_id": VOC_CATEGORY_IDS[int(labels[i])]}
-            for i, box in enumerate(xywh)]
 
 
 def write_voc_coco_json(dataset: VocDetection, path: str | Path) -> Path:
