@@ -1,7 +1,7 @@
 """Frames per second and memory of the demo loop over a long video, headless.
 
 Writes a synthetic video (moving rectangles), builds a checkpoint from a randomly initialised model (no training:
-speed and memory do not depend on the weights), runs ``detector.visualize.run_demo`` over the video writing an
+speed and memory do not depend on the weights), runs ``detector.demo.run_demo`` over the video writing an
 annotated mp4, and prints the process RSS (``VmRSS`` of /proc/self/status) at the start, after warm-up, every
 ``--every`` frames and at the end, then the demo's per-stage timing summary.
 
@@ -19,9 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.module import CenterNetModule, model_description  # noqa: E402
+from detector.demo import DemoOptions, open_sink, open_source, run_demo  # noqa: E402
+from detector.module import CenterNetModule  # noqa: E402
 from detector.predictor import Detector  # noqa: E402
-from detector.visualize import DemoOptions, open_sink, open_source, run_demo  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -47,7 +47,7 @@ def write_video(path: Path, frames: int, width: int, height: int, fps: float) ->
 
 def random_checkpoint(path: Path, num_classes: int, input_size: int) -> None:
     module = CenterNetModule(num_classes=num_classes, input_size=input_size)  # random init, no download
-    torch.save({"detector": model_description(module), "state_dict": module.state_dict()}, path)
+    torch.save({"detector": module.description().to_dict(), "state_dict": module.state_dict()}, path)
 
 
 class RssProbe:
@@ -90,7 +90,7 @@ def main() -> None:
         print(f"RSS with the model loaded: {rss_mib():.1f} MiB (input {args.input_size}, {args.classes} classes, "
               f"{args.threads} thread(s))")
         source = open_source(str(tmp / "in.mp4"))
-        report = run_demo(probe, source, open_sink(tmp / "out.mp4", source), DemoOptions(conf=0.3))
+        report = run_demo(probe, source, open_sink(tmp / "out.mp4", source), DemoOptions())
         for frame, rss in probe.samples:
             print(f"RSS after {frame} frames: {rss:.1f} MiB")
         print(f"RSS at the end: {rss_mib():.1f} MiB")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from detector.cli import main  # noqa: E402
+from detector.cli import train_main  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -44,7 +44,7 @@ class MemoryLog(pl.Callback):
 def run(epochs: int, size: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="train-memory-"))
     print(f"start: main process {rss_mib(os.getpid()):.1f} MiB", flush=True)
-    main(["--data.input_size", str(size), "--data.num_workers", "2", "--trainer.max_epochs", str(epochs),
+    train_main(["--data.input_size", str(size), "--data.num_workers", "2", "--trainer.max_epochs", str(epochs),
           "--trainer.logger.init_args.save_dir", str(folder), "--trainer.enable_progress_bar", "false",
           "--trainer.callbacks+=bench.train_memory.MemoryLog"])
 

@@ -40,5 +40,5 @@ class LastCheckpoint(pl.Callback):
         if callback is None or callback.dirpath is None:
             return
         path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state: resuming needs the optimiser
         self.path = str(path)

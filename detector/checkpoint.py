@@ -1,24 +1,72 @@
 """Reading checkpoints safely: ``weights_only=True`` always, and a clear error for anything that is not ours.
 
-A training checkpoint (Lightning's file) carries, under the key ``"detector"``, a plain description of the network
-(``detector.module.model_description``: number and names of classes, category ids, input size, neck, head width,
-stride, normalisation) and the weights under ``state_dict`` with the prefix ``model.``. That is enough to rebuild
-the network with no config file.
+A training checkpoint (Lightning's file) carries, under the key ``"detector"``, a :class:`ModelDescription` of the
+network as a dict of plain Python values (written by ``to_dict``, read by ``from_dict``, both below: number and
+names of classes, category ids, input size, neck, head width, stride, normalisation) and the weights under
+``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from detector.errors import DetectorError
 from detector.model import CenterNet
+from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_KEY = "detector"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DetectorError, ValueError):
     """A checkpoint that cannot be used, with the file and the reason in the message."""
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What rebuilds the network and reads its outputs without any config.
+
+    Stored in a checkpoint as ``to_dict()`` (plain ints, strs, floats and lists only, so the file loads with
+    ``torch.load(weights_only=True)``); ``from_dict`` reads it back, including the dicts of older checkpoints.
+    """
+
+    num_classes: int
+    class_names: list[str]  # index = label
+    category_ids: list[int]  # the dataset's category id of each label (what a COCO results file needs)
+    input_size: int  # side of the square letterbox the network was trained at, in pixels
+    neck: str  # "lean" or "deconv"
+    head_channels: int  # hidden width of each head
+    stride: int = 4  # input pixels per output cell
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation of 0..1 RGB inputs
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values, for the checkpoint."""
+        return {**dataclasses.asdict(self), "class_names": list(self.class_names),
+                "category_ids": [int(i) for i in self.category_ids], "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelDescription:
+        """The description stored by :meth:`to_dict`; raises :class:`CheckpointError` naming a missing field."""
+        required = ("num_classes", "class_names", "input_size", "neck", "head_channels")
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise CheckpointError(f"the checkpoint's '{CHECKPOINT_KEY}' description lacks {missing}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values.setdefault("category_ids", list(range(int(data["num_classes"]))))
+        return cls(**{**values, "class_names": list(values["class_names"]),
+                      "category_ids": list(values["category_ids"]),
+                      "mean": tuple(values.get("mean", IMAGENET_MEAN)), "std": tuple(values.get("std", IMAGENET_STD))})
+
+
+def read_description(checkpoint: dict) -> ModelDescription:
+    """The :class:`ModelDescription` of a checkpoint loaded by :func:`load_checkpoint`."""
+    return ModelDescription.from_dict(checkpoint[CHECKPOINT_KEY])
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -49,13 +97,13 @@ def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def build_model(checkpoint: dict) -> CenterNet:
     """A ``CenterNet`` in eval mode with the checkpoint's architecture and weights (no backbone download)."""
-    info = checkpoint[CHECKPOINT_KEY]
-    model = CenterNet(info["num_classes"], neck=info["neck"], weights=None, head_channels=info["head_channels"])
+    info = read_description(checkpoint)
+    model = CenterNet(info.num_classes, neck=info.neck, weights=None, head_channels=info.head_channels)
     try:
         model.load_state_dict(model_state(checkpoint))
     except RuntimeError as error:
         raise CheckpointError(
-            f"the checkpoint's weights do not fit the current {info['neck']} network ({str(error).splitlines()[0]}). "
+            f"the checkpoint's weights do not fit the current {info.neck} network ({str(error).splitlines()[0]}). "
             "Lean checkpoints written before the network gained depthwise-separable heads (2026-11-23) must be "
             "retrained.") from error
     return model.eval()
@@ -63,7 +111,7 @@ def build_model(checkpoint: dict) -> CenterNet:
 
 def check_classes(checkpoint: dict, class_names: list[str], source: str) -> None:
     """Refuse to evaluate a checkpoint on a dataset with other classes (the heatmap channels would be misread)."""
-    trained = list(checkpoint[CHECKPOINT_KEY]["class_names"])
+    trained = read_description(checkpoint).class_names
     if trained != list(class_names):
         raise CheckpointError(
             f"the checkpoint was trained for {len(trained)} classes {trained[:5]}{'...' if len(trained) > 5 else ''} "

@@ -1,135 +1,79 @@
-"""The command line of ``tools/train.py``: LightningCLI with the data -> model links and the run's report."""
+"""The four commands: ``centernet train|eval|demo|export`` (the console script) and ``tools/<command>.py`` run the
+same functions here.
+
+One flag style for all four: ``--snake_case VALUE``; the options of a group are dotted (``--data.root``,
+``--trainer.max_epochs``); a boolean takes ``true`` or ``false`` (``--flip_test true``, ``--show false``); a list is
+the values after its flag (``--classes circle 2``). Older spellings stay as aliases: ``--no-show`` (``--show
+false``), ``--max-detections`` (``--max_detections``), and a bare ``--heatmap`` (``--heatmap true``).
+
+Errors: the package's own errors (:class:`detector.errors.DetectorError`: dataset, checkpoint, image, weights, demo,
+export) print one line ``error: <message>`` and exit with status 1; any other exception is a bug and shows its
+traceback. Each command imports what it needs when it runs: ``demo`` and ``export`` never load Lightning.
+"""
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
-from pathlib import Path
-from typing import Literal
+from typing import Callable
 
-import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
 
-from detector.callbacks import LastCheckpoint
-from detector.checkpoint import CHECKPOINT_KEY, CheckpointError, check_classes, load_checkpoint
-from detector.data.datamodule import DetectionDataModule
-from detector.evaluation import format_table
-from detector.module import CenterNetModule
+from detector.detections import DEFAULT_SCORE_THRESHOLD
+from detector.errors import DetectorError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "synthetic.yaml"
+USAGE = "usage: centernet {train,eval,demo,export} [options]   (centernet <command> --help: its options)"
 
 
-class DetectorCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
-        parser.link_arguments("data.category_ids", "model.category_ids", apply_on="instantiate")
-        parser.link_arguments("data.input_size", "model.input_size")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({
-            "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": False,
-            "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
-        })
-        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
-        parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
-                                 "or the path of a checkpoint. The step, epoch and optimiser state continue.")
-        parser.add_argument("--report_checkpoint", type=Literal["best", "last"], default="best",
-                            help="The checkpoint validated and reported at the end: 'best' (by validation AP) or "
-                                 "'last' (the last epoch, as the paper reports).")
+def train_main(args: list[str] | None = None):
+    """``centernet train``: LightningCLI over ``detector.api.train``; prints the report. Returns the CLI."""
+    from detector.api import train
 
-
-def trainer_defaults() -> dict:
-    return {
-        "default_root_dir": "runs",
-        "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                   "init_args": {"save_dir": "runs", "name": "synthetic"}},
-        "callbacks": [LearningRateMonitor(logging_interval="step")],
-    }
-
-
-def resolve_ckpt_path(ckpt_path: str | None, trainer) -> str | None:
-    """``last`` -> the newest ``last.ckpt`` under the logger's run folders (a fresh run gets a new version).
-
-    Says where training resumes (step and epoch), or exits with a clear message when there is nothing to resume.
-    """
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        root = Path(trainer.logger.root_dir if trainer.logger else trainer.default_root_dir)
-        candidates = sorted(root.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise SystemExit(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
-        ckpt_path = str(candidates[-1])
-    try:
-        state = load_checkpoint(ckpt_path)
-    except CheckpointError as error:
-        raise SystemExit(f"--ckpt_path: {error}") from error
-    if trainer.is_global_zero:
-        print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
-    return ckpt_path
-
-
-def main(args: list[str] | None = None) -> DetectorCLI:
-    args = list(sys.argv[1:] if args is None else args)
-    if not any(a == "--config" or a.startswith("--config=") for a in args) and not {"-h", "--help"} & set(args):
-        args = ["--config", str(DEFAULT_CONFIG), *args]
-    cli = DetectorCLI(CenterNetModule, DetectionDataModule, run=False, args=args, save_config_kwargs={"overwrite": True},
-                      trainer_defaults=trainer_defaults())
-    trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer))
-    cli.best_checkpoint, cli.last_checkpoint = report(trainer, model, data, cli.config.get("report_checkpoint"))
+    cli = train(list(sys.argv[1:] if args is None else args))
+    _print_train_report(cli)
     return cli
 
 
-def report(trainer, model: CenterNetModule, data: DetectionDataModule,
-           which: str = "best") -> tuple[str | None, str | None]:
-    """Validate the best (or the last) checkpoint, print its table, and tell the user where things are and what
-    to run next.
-
-    Returns the (best, last) checkpoint paths.
-    """
-    callback = trainer.checkpoint_callback
-    best = callback.best_model_path if callback and callback.best_model_path else None
-    last = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
-    reported = last if which == "last" else best
-    trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
+def _print_train_report(cli) -> None:
+    trainer, model = cli.trainer, cli.model
     log_dir = trainer.log_dir  # a collective under DDP: every rank asks
     if not trainer.is_global_zero:
-        return best, last
+        return
     if model.last_result is not None:
-        name = "last" if which == "last" else "best"
-        print("\n" + format_table(model.last_result, f"validation split, {name} checkpoint, "
-                                                      f"{model.eval_description()}"))
-    checkpoint = best or last
+        print("\n" + model.last_result.table(f"validation split, {cli.reported} checkpoint"))
+    best, last = cli.best_checkpoint, cli.last_checkpoint
+    callback = trainer.checkpoint_callback
     print(f"\nrun folder:  {log_dir}")
     print(f"checkpoints: {callback.dirpath if callback else 'none'} (best: {best}, last: {last})")
-    if checkpoint:
-        quoted = shlex.quote(checkpoint)
+    if best or last:
+        quoted = shlex.quote(best or last)
         print(f"evaluate:    python tools/eval.py --checkpoint {quoted}")
         print(f"demo:        python tools/demo.py --checkpoint {quoted} --source <video, image, folder or webcam 0>")
         print("resume:      python tools/train.py --config <same config> --ckpt_path last")
-    return best, last
 
 
-def eval_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="tools/eval.py", description=(
-        "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
-        "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
-        "for your own COCO-format split)."))
-    parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt written by tools/train.py")
-    parser.add_class_arguments(DetectionDataModule, "data")
-    parser.add_argument("--flip_test", type=bool, default=False, help="average each image with its mirror")
-    parser.add_argument("--nms_iou", type=float | None, default=None, help="class-wise NMS IoU after decoding")
-    parser.add_argument("--results", type=str | None, default=None,
-                        help="write the detections here as a COCO results json (dataset category ids)")
-    parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, auto, ...")
-    parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
-    parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
-    parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp to split the set over --devices")
-    return parser
+def eval_main(args: list[str] | None = None) -> dict[str, float]:
+    """``centernet eval``: ``detector.api.evaluate`` with the command line's options; prints the table.
+
+    Returns the metrics as logged (``val/AP``, ``val/images``, ...), 0..1.
+    """
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from detector.api import eval_parser, evaluate
+    from detector.checkpoint import load_checkpoint
+
+    args = list(sys.argv[1:] if args is None else args)
+    path = _argument_value(args, "--checkpoint")
+    wants_help = bool({"-h", "--help"} & set(args))
+    config = eval_parser(load_checkpoint(path) if path and not wants_help else None).parse_args(args)
+    result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
+                      results=config.results, accelerator=config.accelerator, devices=config.devices,
+                      strategy=config.strategy, precision=config.precision)
+    if rank_zero_only.rank == 0:
+        print("\n" + result.table(config.checkpoint))
+        if config.results:
+            print(f"detections written to {config.results}")
+    return {f"val/{name}": value for name, value in result.metrics.items()}
 
 
 def _argument_value(args: list[str], name: str) -> str | None:
@@ -141,39 +85,119 @@ def _argument_value(args: list[str], name: str) -> str | None:
     return None
 
 
-def eval_main(args: list[str] | None = None) -> dict[str, float]:
-    args = list(sys.argv[1:] if args is None else args)
-    parser = eval_parser()
-    path = _argument_value(args, "--checkpoint")
-    checkpoint = load_checkpoint(path) if path and not {"-h", "--help"} & set(args) else None
-    if checkpoint is not None and "datamodule_hyper_parameters" in checkpoint:
-        known = parser.get_defaults().data
-        parser.set_defaults({f"data.{k}": v for k, v in checkpoint["datamodule_hyper_parameters"].items() if k in known})
-    config = parser.parse_args(args)
-    data = DetectionDataModule(**config.data.as_dict())
-    data.setup("validate")
-    check_classes(checkpoint, data.class_names, "the evaluation dataset")
-    info = checkpoint[CHECKPOINT_KEY]
-    model = CenterNetModule(num_classes=info["num_classes"], class_names=info["class_names"],
-                            category_ids=data.category_ids, input_size=info["input_size"], neck=info["neck"],
-                            head_channels=info["head_channels"], flip_test=config.flip_test, nms_iou=config.nms_iou)
-    model.load_state_dict(checkpoint["state_dict"])
-    if config.results:
-        Path(config.results).parent.mkdir(parents=True, exist_ok=True)
-        model.results_path = config.results
-    trainer = pl.Trainer(accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
-                         logger=False, precision=config.precision,
-                         default_root_dir=str(Path(config.checkpoint).parent))
-    trainer.validate(model, datamodule=data, verbose=False)
-    metrics = dict(trainer.callback_metrics)
-    if not trainer.is_global_zero:
-        return {k: float(v) for k, v in metrics.items()}
-    result = model.last_result
-    print("\n" + format_table(result, f"{config.checkpoint}, {model.eval_description()}"))
-    print(f"images: {int(metrics['val/images'])}")
-    for key in ("val/mAP50_voc07", "val/mAP50_allpoint"):
-        if key in metrics:
-            print(f"{key[4:]}: {100 * float(metrics[key]):.2f}")
-    if config.results:
-        print(f"detections written to {config.results}")
-    return {k: float(v) for k, v in metrics.items()}
+def demo_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="centernet demo", description=(
+        "Run a trained detector on a webcam, a video, a stream, an image or a folder of images; q or Esc quits."))
+    parser.add_argument("--checkpoint", type=str | None, default=None, help="training checkpoint (torch backend)")
+    parser.add_argument("--source", type=str, required=True,
+                        help="webcam index, video file, stream URL, image or folder of images")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="annotated video file (video sources) or folder (image sources)")
+    parser.add_argument("--conf", type=float, default=DEFAULT_SCORE_THRESHOLD, help="score threshold")
+    parser.add_argument("--classes", type=str, nargs="+", default=None, help="only these classes (names or indices)")
+    parser.add_argument("--heatmap", type=bool, nargs="?", const=True, default=False,
+                        help="overlay the class heatmaps (torch backend)")
+    parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
+    parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--threads", type=int | None, default=None,
+                        help="torch CPU threads (on a busy machine, 1 can be much faster)")
+    parser.add_argument("--precision", type=str, choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs")
+    parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--onnx", type=str | None, default=None,
+                        help="ONNX model written by centernet export (with --backend onnx)")
+    return parser
+
+
+def demo_main(args: list[str] | None = None) -> None:
+    """``centernet demo``: open the source and output, load the detector, run the loop, print the report."""
+    import torch
+
+    from detector.demo import DemoOptions, open_sink, open_source, run_demo
+    from detector.predictor import Detector, OnnxDetector, resolve_classes
+
+    parser = demo_parser()
+    config = parser.parse_args(list(sys.argv[1:] if args is None else args))
+    if config.backend == "torch" and not config.checkpoint:
+        parser.error("--checkpoint is required with --backend torch")
+    if config.backend == "onnx" and (not config.onnx or config.heatmap):
+        parser.error("--backend onnx needs --onnx model.onnx and cannot draw --heatmap")
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    source = open_source(config.source)
+    sink = open_sink(config.output, source)
+    if config.backend == "onnx":
+        detector = OnnxDetector(config.onnx)
+    else:
+        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, config.device,
+                                                                   precision=config.precision))
+    classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
+    options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show)
+    report = run_demo(detector, source, sink, options)
+    print(report.summary())
+    if report.frames == 0 and not report.stopped:
+        raise SystemExit(f"error: no frame of {config.source} could be read")
+    if config.output:
+        print(f"output: {config.output}")
+
+
+def _usage(parser: ArgumentParser, make: Callable):
+    """``make()``, with a ``ValueError`` of the user's choice (an unknown class, bf16 on a CPU without it) reported
+    as a usage error; the package's own errors pass through."""
+    try:
+        return make()
+    except DetectorError:
+        raise
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def export_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="centernet export", description=(
+        "Export a trained checkpoint with decoding inside the graph (contract in detector/export.py)."))
+    parser.add_argument("--checkpoint", type=str, required=True, help="training checkpoint")
+    parser.add_argument("--format", type=str, choices=["onnx", "torchscript"], default="onnx")
+    parser.add_argument("--output", type=str, required=True, help="file to write, e.g. model.onnx or model.pt")
+    parser.add_argument("--max_detections", "--max-detections", type=int, default=100,
+                        help="K, detections per image")
+    return parser
+
+
+def export_main(args: list[str] | None = None) -> None:
+    """``centernet export``: write the checkpoint's network as ONNX or TorchScript."""
+    from detector.export import export_checkpoint
+
+    config = export_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections)
+    print(f"wrote {path} ({config.format}; input images uint8 [B, 3, S, S] letterboxed RGB; outputs boxes, scores, "
+          f"labels)")
+
+
+COMMANDS: dict[str, Callable] = {"train": train_main, "eval": eval_main, "demo": demo_main, "export": export_main}
+
+
+def run(command: str, args: list[str] | None = None) -> int:
+    """Run one command; the package's own errors become ``error: <message>`` on stderr and exit status 1."""
+    try:
+        COMMANDS[command](args)
+    except DetectorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``centernet`` console script: ``centernet <command> [options]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"{USAGE}\nerror: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    return run(argv[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,6 @@ import torch
 from torch.nn import functional as F
 
 from detector.boxes import cxcywh_to_xyxy
-from detector.losses import gather_at
 
 
 def local_max(heatmap: torch.Tensor) -> torch.Tensor:
@@ -22,12 +21,6 @@ def local_max(heatmap: torch.Tensor) -> torch.Tensor:
     padded = F.pad(heatmap, (1, 1, 1, 1), value=float("-inf"))  # [B, C, h+2, w+2]
     rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])  # [B, C, h+2, w]
     return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])  # [B, C, h, w]
-
-
-def peaks(heatmap: torch.Tensor, kernel: int = 3) -> torch.Tensor:
-    """Probabilities ``[B, C, h, w]`` with every cell that is not the maximum of its ``kernel`` window set to 0."""
-    window = local_max(heatmap) if kernel == 3 else F.max_pool2d(heatmap, kernel, stride=1, padding=kernel // 2)
-    return heatmap * (window == heatmap).to(heatmap.dtype)
 
 
 def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,6 +39,17 @@ def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     values, picked = candidates.flatten(1).topk(k, dim=1)  # [B, k], index into R*w
     row = rows.gather(1, torch.div(picked, w, rounding_mode="floor"))  # [B, k] class * h + y
     return values, row * w + picked % w
+
+
+def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Values of ``maps [B, D, h, w]`` at flat cells ``index [B, N]`` -> ``[B, N, D]``.
+
+    A flat cell is ``y * w + x`` (the ``index`` of ``detector.targets.encode``, the cells ``decode`` picks).
+    """
+    B, D, h, w = maps.shape
+    flat = maps.flatten(2)  # [B, D, h*w]
+    picked = flat.gather(2, index[:, None, :].expand(B, D, index.shape[1]))  # [B, D, N]
+    return picked.transpose(1, 2)
 
 
 def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> dict[str, torch.Tensor]:

@@ -1,16 +1,21 @@
-"""Evaluation: the official COCO metric (pycocotools ``COCOeval``) and Pascal VOC07 mAP.
+"""Evaluation: the official COCO metric (pycocotools ``COCOeval``), Pascal VOC07 mAP, and the :class:`Evaluator`
+that collects detections batch by batch (on one or several DDP ranks) and scores them.
 
 Detections travel as a COCO results list: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
 original pixels with the dataset's own category ids; ``detections_to_coco`` is the one place that writes COCO xywh.
+No Lightning here: ``torch.distributed`` is used directly when it is initialised.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -90,6 +95,116 @@ def format_table(result: CocoResult, title: str = "") -> str:
         lines.append("per-class AP:")
         lines += [f"  {name:<{width}}  {100 * ap:6.2f}" for name, ap in result.per_class.items()]
     return "\n".join(lines)
+
+
+@dataclass
+class EvalResult:
+    """What :meth:`Evaluator.compute` returns: the COCO result, the VOC07 mAPs (when asked for) and the number of
+    images scored. ``metrics``: one flat dict of them (0..1), as logged under ``val/``."""
+
+    coco: CocoResult
+    voc: dict[str, float] | None = None
+    images: int = 0
+    setting: str = ""  # how the detections were made, e.g. "letterbox 512, flip test"
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        metrics = dict(self.coco.metrics)
+        if self.voc is not None:
+            metrics.update(mAP50_voc07=self.voc["mAP50_11pt"], mAP50_allpoint=self.voc["mAP50_allpt"])
+        metrics["images"] = float(self.images)
+        return metrics
+
+    def table(self, title: str = "") -> str:
+        """:func:`format_table` of the COCO result under ``title, setting``, the number of images, the VOC07 mAPs."""
+        lines = [format_table(self.coco, ", ".join(part for part in (title, self.setting) if part)),
+                 f"images: {self.images}"]
+        if self.voc is not None:
+            lines += [f"mAP50_voc07: {100 * self.voc['mAP50_11pt']:.2f}",
+                      f"mAP50_allpoint: {100 * self.voc['mAP50_allpt']:.2f}"]
+        return "\n".join(lines)
+
+
+class Evaluator:
+    """Scores a split: ``update`` per batch, ``synchronize`` once every rank has seen its share, ``compute``.
+
+    Each image counts once: a repeated image id (the distributed sampler pads the last batches with repeats) keeps
+    the detections first reported for it, on this rank and across ranks.
+
+    Args:
+        gt: the split's ground truth (original image and category ids, original pixels).
+        category_ids: the dataset's category id of each label.
+        voc07: also compute the Pascal VOC07 mAP (11-point and all-point, at IoU 0.5).
+        results_path: ``compute`` writes the COCO results json here (rank 0 only).
+        setting: how the detections are made, carried into the result (for its table).
+    """
+
+    def __init__(self, gt: COCO, category_ids: list[int], voc07: bool = False,
+                 results_path: str | Path | None = None, setting: str = ""):
+        self.gt = gt
+        self.setting = setting
+        self.category_ids = list(category_ids)
+        self.voc07 = voc07
+        self.results_path = Path(results_path) if results_path else None
+        self.results: list[dict] = []
+        self.image_ids: set[int] = set()
+
+    def update(self, image_ids: torch.Tensor, detections: dict[str, torch.Tensor]) -> None:
+        """Add a batch: ``image_ids [B]`` and ``detections`` as ``detector.inference.postprocess`` returns them
+        (``boxes [B, K, 4]`` xyxy original pixels, ``scores [B, K]``, ``labels [B, K]``)."""
+        new = [i not in self.image_ids for i in image_ids.tolist()]
+        keep = torch.tensor(new, dtype=torch.bool, device=image_ids.device)
+        self.results += detections_to_coco(image_ids[keep], detections["boxes"][keep], detections["scores"][keep],
+                                           detections["labels"][keep], self.category_ids)
+        self.image_ids.update(image_ids.tolist())
+
+    def synchronize(self) -> None:
+        """Merge every rank's detections into every rank (a collective under DDP: all ranks call it)."""
+        self.results, ids = gather_detections(self.results, sorted(self.image_ids))
+        self.image_ids = set(ids)
+
+    def compute(self) -> EvalResult:
+        """ONE ``COCOeval`` (and VOC07) over the images seen, on rank 0, sent to every rank (a collective under
+        DDP); rank 0 also writes ``results_path``. Call :meth:`synchronize` first."""
+        payload = [self._compute() if _rank() == 0 else None]
+        if _distributed():
+            dist.broadcast_object_list(payload, src=0)
+        return payload[0]
+
+    def _compute(self) -> EvalResult:
+        image_ids = sorted(self.image_ids)
+        voc = voc07_map(self.gt, self.results, image_ids=image_ids) if self.voc07 else None
+        if self.results_path is not None:
+            self.results_path.parent.mkdir(parents=True, exist_ok=True)
+            self.results_path.write_text(json.dumps(self.results))
+        return EvalResult(coco_evaluate(self.gt, self.results, image_ids), voc, len(image_ids), self.setting)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if _distributed() else 0
+
+
+def gather_detections(results: list[dict], image_ids: list[int]) -> tuple[list[dict], list[int]]:
+    """Every rank's detections, each image counted once (a collective under DDP).
+
+    ``all_gather_object`` takes lists of any length per rank. An image seen by several ranks keeps the detections
+    of the first rank that reported it.
+    """
+    if not _distributed():
+        parts = [(results, image_ids)]
+    else:
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (results, image_ids))
+    merged, seen = [], set()
+    for rank_results, rank_ids in parts:
+        new = set(rank_ids) - seen
+        merged += [r for r in rank_results if r["image_id"] in new]
+        seen |= new
+    return merged, sorted(seen)
 
 
 def voc07_map(gt: COCO, results: list[dict], iou_threshold: float = 0.5,

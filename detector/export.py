@@ -29,15 +29,21 @@ from torch import nn
 from torch.onnx import symbolic_helper
 from torchvision.ops import DeformConv2d
 
-from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
+from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.decode import decode
-from detector.predictor import EXPORT_METADATA_KEY
+from detector.errors import DetectorError
 from detector.preprocess import normalize
 
 ExportFormat = Literal["onnx", "torchscript"]
 OUTPUT_NAMES = ["boxes", "scores", "labels"]
 ONNX_OPSET = 17
 DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
+# Key of the ONNX metadata entry describing the exported model (the TorchScript extra file is "<key>.json").
+EXPORT_METADATA_KEY = "detector"
+
+
+class ExportError(DetectorError, OSError):
+    """An exported file that cannot be written, or read as one of ours; the message names the file."""
 
 
 class ExportedDetector(nn.Module):
@@ -55,9 +61,16 @@ class ExportedDetector(nn.Module):
 
 
 def description(class_names: list[str], input_size: int, k: int) -> str:
-    """The JSON stored with an exported file."""
+    """The JSON stored with an exported file (read back by :func:`read_onnx_description`)."""
     return json.dumps({"class_names": list(class_names), "input_size": input_size, "max_detections": k,
                        "input": "images uint8 [B, 3, S, S] RGB letterboxed", "outputs": OUTPUT_NAMES})
+
+
+def read_onnx_description(metadata: dict[str, str], path: str | Path) -> dict:
+    """The :func:`description` in an ONNX file's ``custom_metadata_map``; :class:`ExportError` when it has none."""
+    if EXPORT_METADATA_KEY not in metadata:
+        raise ExportError(f"{path} has no '{EXPORT_METADATA_KEY}' metadata: was it written by tools/export.py?")
+    return json.loads(metadata[EXPORT_METADATA_KEY])
 
 
 @contextmanager
@@ -116,7 +129,8 @@ def export_torchscript(model: nn.Module, path: str | Path, class_names: list[str
     path = Path(path)
     with torch.no_grad(), _quiet_tracer():
         traced = torch.jit.trace(ExportedDetector(model, k), (example_input(input_size),))
-    torch.jit.save(traced, str(path), _extra_files={"detector.json": description(class_names, input_size, k)})
+    extra = {f"{EXPORT_METADATA_KEY}.json": description(class_names, input_size, k)}
+    torch.jit.save(traced, str(path), _extra_files=extra)
     return path
 
 
@@ -127,7 +141,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | P
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(exporters)}")
     output = Path(output)
     if not output.parent.is_dir():
-        raise FileNotFoundError(f"output folder {output.parent} does not exist")
+        raise ExportError(f"output folder {output.parent} does not exist")
     state = load_checkpoint(checkpoint)
-    info = state[CHECKPOINT_KEY]
-    return exporters[fmt](build_model(state), output, info["class_names"], info["input_size"], k)
+    info = read_description(state)
+    return exporters[fmt](build_model(state), output, info.class_names, info.input_size, k)

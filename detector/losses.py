@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detector.decode import gather_at
+
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0,
                ignore: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,14 +33,6 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, b
             per_cell = per_cell.masked_fill(ignore, 0.0)
             pos = pos & ~ignore
         return -per_cell.sum() / pos.sum().clamp(min=1)
-
-
-def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Values of ``maps [B, D, h, w]`` at flat cells ``index [B, N]`` -> ``[B, N, D]``."""
-    B, D, h, w = maps.shape
-    flat = maps.flatten(2)  # [B, D, h*w]
-    picked = flat.gather(2, index[:, None, :].expand(B, D, index.shape[1]))  # [B, D, N]
-    return picked.transpose(1, 2)
 
 
 def masked_l1(pred: torch.Tensor, index: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

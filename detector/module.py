@@ -1,7 +1,6 @@
 """The LightningModule: orchestrates the plain ``CenterNet`` network, its loss, the optimiser and the metric."""
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -9,20 +8,17 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.distributed as dist
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from detector.checkpoint import CHECKPOINT_KEY, load_checkpoint, model_state
-from detector.evaluation import COCO_METRICS, CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map
+from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state
 from detector.decode import decode
+from detector.evaluation import EvalResult, Evaluator
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
-from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from detector.targets import RadiusRule, encode, ignore_regions
 from detector.visualize import prediction_grid
-
 
 
 class CenterNetModule(pl.LightningModule):
@@ -33,7 +29,7 @@ class CenterNetModule(pl.LightningModule):
         class_names: class names in label order (linked from the data module).
         category_ids: the dataset's category id of each label, for COCO results files (linked from the data module).
         input_size: square training input size in pixels (linked from the data module).
-        neck: ``lean`` (the fast default) or ``deconv`` (the paper's network).
+        neck: ``lean`` (the fast default), ``dcn`` (the paper's ResNet-18 + DCN) or ``deconv`` (its plain variant).
         weights: backbone weights: ``imagenet`` (download), null (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head.
         lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
@@ -93,10 +89,9 @@ class CenterNetModule(pl.LightningModule):
         self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
         self.nonfinite_steps = 0  # skipped steps in this run
         self._nonfinite_streak = 0
-        self.results_path: str | None = None  # set by tools/eval.py to write the detections json
-        self.last_result: CocoResult | None = None
-        self._val_results: list[dict] = []
-        self._val_seen: set[int] = set()
+        self.results_path: str | None = None  # set by detector.api.evaluate to write the detections json
+        self.last_result: EvalResult | None = None
+        self.evaluator: Evaluator | None = None
 
     def _init_from(self, path: str) -> None:
         own = self.model.state_dict()
@@ -134,11 +129,12 @@ class CenterNetModule(pl.LightningModule):
         return parts["loss"]
 
     def on_train_epoch_end(self) -> None:
-        count = getattr(self.trainer.datamodule, "bad_image_count", 0)
-        self.log("data/bad_images", float(count), rank_zero_only=True)
-        if count:
-            rank_zero_warn(f"{count} unreadable images so far were each replaced by another image "
-                           "(the warnings above name them)")
+        files = getattr(self.trainer.datamodule, "bad_image_files", 0)
+        reads = getattr(self.trainer.datamodule, "bad_image_count", 0)
+        self.log("data/bad_images", float(files), rank_zero_only=True)
+        if files:
+            rank_zero_warn(f"{files} unreadable image files so far ({reads} reads of them were each replaced by "
+                           "another image; the warnings above name them)")
 
     def _skip_nonfinite(self, parts: dict[str, torch.Tensor], batch: dict) -> torch.Tensor:
         """A zero loss connected to every parameter: every DDP rank still runs the same backward, no NaN enters."""
@@ -157,7 +153,9 @@ class CenterNetModule(pl.LightningModule):
     # validation -------------------------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
-        self._val_results, self._val_seen = [], set()
+        datamodule = self.trainer.datamodule
+        self.evaluator = Evaluator(datamodule.val_coco, self.category_ids, voc07=datamodule.hparams.dataset == "voc",
+                                   results_path=self.results_path, setting=self.eval_description())
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
@@ -167,13 +165,8 @@ class CenterNetModule(pl.LightningModule):
                      sync_dist=True)
         if batch_idx == 0:
             self._log_prediction_grid(batch, outputs)
-        detections = postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou)
-        new = [i not in self._val_seen for i in batch["image_ids"].tolist()]  # the sampler may repeat images
-        keep = torch.tensor(new, device=batch["image_ids"].device)
-        self._val_results += detections_to_coco(batch["image_ids"][keep], detections["boxes"][keep],
-                                                detections["scores"][keep], detections["labels"][keep],
-                                                self.category_ids)
-        self._val_seen.update(batch["image_ids"].tolist())
+        self.evaluator.update(batch["image_ids"],
+                              postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou))
 
     def _log_prediction_grid(self, batch: dict, outputs: dict[str, torch.Tensor]) -> None:
         """A grid of the first validation images with their detections, to the logger (so one sees it learn)."""
@@ -190,44 +183,16 @@ class CenterNetModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        results, image_ids = gather_detections(self._val_results, sorted(self._val_seen))
-        # the run folder of a training run (none when evaluating without a logger); asking is a collective under
-        # DDP, so every rank asks before rank 0 works alone
-        log_dir = self.trainer.log_dir if self.trainer.logger else None
-        payload = [None]
-        if self.trainer.is_global_zero:
-            payload = [self._evaluate(results, image_ids, log_dir)]
-        if dist.is_available() and dist.is_initialized():
-            dist.broadcast_object_list(payload, src=0)
-        metrics, self.last_result = payload[0]
-        rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
-            f"{name} {100 * metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
-        for name, value in metrics.items():
-            self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
-
-    def _evaluate(self, results: list[dict], image_ids: list[int],
-                  log_dir: str | None) -> tuple[dict[str, float], CocoResult]:
-        datamodule = self.trainer.datamodule
-        gt = datamodule.val_coco
-        result = coco_evaluate(gt, results, image_ids)
-        metrics = dict(result.metrics)
-        if datamodule.hparams.get("dataset") == "voc":
-            voc = voc07_map(gt, results, image_ids=image_ids)
-            metrics.update(mAP50_voc07=voc["mAP50_11pt"], mAP50_allpoint=voc["mAP50_allpt"])
-        metrics["images"] = float(len(set(image_ids)))
-        self._write_reports(result, metrics, results, log_dir)
-        return metrics, result
-
-    def _write_reports(self, result: CocoResult, metrics: dict[str, float], results: list[dict],
-                       log_dir: str | None) -> None:
-        title = f"epoch {self.current_epoch}, {int(metrics['images'])} images, {self.eval_description()}"
-        extra = "".join(f"\n{k}: {100 * v:.2f}" for k, v in metrics.items() if k not in COCO_METRICS and k != "images")
-        table = format_table(result, title) + extra
-        if log_dir:
+        log_dir = self.trainer.log_dir if self.trainer.logger else None  # a collective under DDP: every rank asks
+        self.evaluator.synchronize()
+        self.last_result = result = self.evaluator.compute()
+        if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(log_dir) / "val_per_class_ap.txt").write_text(table + "\n")
-        if self.results_path:
-            Path(self.results_path).write_text(json.dumps(results))
+            (Path(log_dir) / "val_per_class_ap.txt").write_text(result.table(f"epoch {self.current_epoch}") + "\n")
+        rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
+            f"{name} {100 * result.metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
+        for name, value in result.metrics.items():
+            self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
 
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
@@ -259,17 +224,14 @@ class CenterNetModule(pl.LightningModule):
     # checkpoints ------------------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = model_description(self)
+        checkpoint[CHECKPOINT_KEY] = self.description().to_dict()
 
-
-def model_description(module: CenterNetModule) -> dict:
-    """What rebuilds the network without any config: plain Python values only (loads with ``weights_only``)."""
-    hp = module.hparams
-    return {
-        "num_classes": hp.num_classes, "class_names": module.class_names, "category_ids": module.category_ids,
-        "input_size": hp.input_size, "neck": hp.neck, "head_channels": hp.head_channels,
-        "stride": module.model.stride, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-    }
+    def description(self) -> ModelDescription:
+        """What rebuilds the network without any config (``detector.checkpoint.ModelDescription``)."""
+        hp = self.hparams
+        return ModelDescription(num_classes=hp.num_classes, class_names=self.class_names,
+                                category_ids=self.category_ids, input_size=hp.input_size, neck=hp.neck,
+                                head_channels=hp.head_channels, stride=self.model.stride)
 
 
 def training_steps(trainer: pl.Trainer) -> tuple[int, float]:
@@ -328,22 +290,3 @@ def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs:
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def gather_detections(results: list[dict], image_ids: list[int]) -> tuple[list[dict], list[int]]:
-    """Every rank's detections, each image counted once.
-
-    The distributed sampler pads the last batch with repeated images; an image seen by several ranks keeps the
-    detections of the first rank that reported it (repeats within one rank are dropped by ``validation_step``).
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        parts = [(results, image_ids)]
-    else:
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (results, image_ids))
-    merged, seen = [], set()
-    for rank_results, rank_ids in parts:
-        new = set(rank_ids) - seen
-        merged += [r for r in rank_results if r["image_id"] in new]
-        seen |= new
-    return merged, sorted(seen)

@@ -7,82 +7,21 @@ of torch, behind the same interface.
 """
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from detector.checkpoint import CHECKPOINT_KEY, build_model, load_checkpoint
-from detector.data.common import read_image
+from detector.checkpoint import build_model, load_checkpoint, read_description
+from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
+from detector.export import ExportError, read_onnx_description
+from detector.images import ImageInput, as_image
 from detector.inference import Precision, check_precision, forward_images, postprocess
 from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
-
-ImageInput = Union[np.ndarray, str, Path]
-# Key of the ONNX metadata entry (and TorchScript extra file) describing the exported model.
-EXPORT_METADATA_KEY = "detector"
-
-
-@dataclass
-class Detections:
-    """The detections of one image, by descending score.
-
-    ``boxes [N, 4]`` float32 xyxy in original pixels, ``scores [N]`` float32 probabilities, ``labels [N]`` int64
-    class indices, ``names [N]`` str class names.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    names: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def select(self, keep: np.ndarray) -> Detections:
-        """The detections where the ``[N]`` bool mask ``keep`` is True."""
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.names[keep])
-
-    @classmethod
-    def from_arrays(cls, boxes, scores, labels, class_names: Sequence[str]) -> Detections:
-        """From ``boxes [N, 4]``, ``scores [N]``, ``labels [N]`` (numpy arrays or tensors, any device)."""
-        labels = np.asarray(_numpy(labels), dtype=np.int64)
-        names = np.array([class_names[i] for i in labels.tolist()], dtype=str).reshape(-1)
-        return cls(np.asarray(_numpy(boxes), dtype=np.float32).reshape(-1, 4),
-                   np.asarray(_numpy(scores), dtype=np.float32), labels, names)
-
-
-@dataclass
-class FrameResult:
-    """What :meth:`Detector.predict_frame` returns for one image.
-
-    ``heatmap``: ``[C, h, w]`` float32 class probabilities on the letterboxed input's output grid (stride cells),
-    or None when not asked for. ``times``: seconds spent in ``preprocess``, ``model`` and ``decode``.
-    """
-
-    detections: Detections
-    heatmap: np.ndarray | None = None
-    times: dict[str, float] = field(default_factory=dict)
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def as_image(x: ImageInput) -> np.ndarray:
-    """A path (read with ``read_image``) or an ``[H, W, 3]`` uint8 RGB array -> ``[H, W, 3]`` uint8 RGB array."""
-    if isinstance(x, (str, Path)):
-        return read_image(x)
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"expected an RGB uint8 array [H, W, 3] or an image path, got {type(x).__name__}")
-    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[2] != 3:
-        raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {x.dtype} array of shape {x.shape}")
-    return x
 
 
 def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[str]) -> list[int] | None:
@@ -112,7 +51,7 @@ class BaseDetector(ABC):
     class_names: list[str]
     input_size: int
 
-    def predict(self, x: ImageInput | list[ImageInput], conf: float = 0.3, flip: bool = False,
+    def predict(self, x: ImageInput | list[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
                 classes: Sequence[int | str] | None = None) -> Detections | list[Detections]:
         """Detect objects in one image or a list of images (run as one batch).
 
@@ -128,7 +67,7 @@ class BaseDetector(ABC):
         results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names))
         return results if isinstance(x, list) else results[0]
 
-    def predict_frame(self, image: np.ndarray, conf: float = 0.3, classes: list[int] | None = None,
+    def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
                       flip: bool = False, heatmap: bool = False) -> FrameResult:
         """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``)."""
         start = time.perf_counter()
@@ -196,9 +135,8 @@ class Detector(BaseDetector):
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Detector:
         """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download)."""
         checkpoint = load_checkpoint(path)
-        info = checkpoint[CHECKPOINT_KEY]
-        model = build_model(checkpoint).to(device)
-        return cls(model, info["class_names"], info["input_size"], **kwargs)
+        info = read_description(checkpoint)
+        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -234,12 +172,9 @@ class OnnxDetector(BaseDetector):
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist")
+            raise ExportError(f"ONNX model {path} does not exist")
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if EXPORT_METADATA_KEY not in metadata:
-            raise ValueError(f"{path} has no '{EXPORT_METADATA_KEY}' metadata: was it written by tools/export.py?")
-        info = json.loads(metadata[EXPORT_METADATA_KEY])
+        info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
         self.input_size = info["input_size"]
 

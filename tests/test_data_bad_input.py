@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from test_data_readers import write_coco_dataset, write_voc_devkit
 
-from detector.data import CocoDetection, DatasetError, ImageReadError, VocDetection, read_image
+from detector.data import CocoDetection, DatasetError, VocDetection
+from detector.images import ImageReadError, read_image
 
 
 def _encoded(suffix: str) -> bytes:
@@ -44,9 +45,26 @@ def test_bad_image_is_replaced_by_the_next_and_counted(tmp_path):
     with pytest.warns(UserWarning) as record:
         assert dataset[2].image_id == 20  # c.jpg missing, wraps around to a.jpg (corrupt), then b.png
     assert ["c.jpg" in str(r.message) for r in record] == [True, False]
-    assert dataset.bad_image_count == 3
+    assert dataset.bad_image_count == 3 and dataset.bad_image_files == 2  # reads, distinct files
     dataset.reset_bad_image_count()
-    assert dataset.bad_image_count == 0
+    assert dataset.bad_image_count == 0 and dataset.bad_image_files == 0
+
+
+def test_bad_files_are_counted_once_across_workers_and_epochs(tmp_path):
+    """One broken file read in three epochs by two worker processes: 1 file, 3 replaced reads."""
+    import warnings
+
+    import torch
+
+    json_path = write_coco_dataset(tmp_path)
+    (tmp_path / "val2017" / "a.jpg").write_bytes(BAD_FILES["corrupt.jpg"])
+    dataset = CocoDetection(json_path, tmp_path / "val2017")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, collate_fn=lambda sample: 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):
+            list(loader)
+    assert dataset.bad_image_files == 1 and dataset.bad_image_count == 3
 
 
 def test_no_decodable_image_is_an_error(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from detector import Detector
-from detector.predictor import Detections
-from detector.visualize import (HEADLESS_FIX, DemoError, DemoOptions, class_color, display_problem, draw_detections,
-                                heatmap_overlay, open_sink, open_source, open_window, prediction_grid, run_demo)
+from detector.demo import HEADLESS_FIX, DemoError, DemoOptions, display_problem, open_sink, open_source, open_window, run_demo
+from detector.detections import Detections
+from detector.visualize import class_color, draw_detections, heatmap_overlay, prediction_grid
 from test_predictor import CLASS_NAMES, INPUT_SIZE, make_checkpoint, make_image
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,12 +1,12 @@
 import contextlib
 import io
+import json
 
 import pytest
 import torch
 from pycocotools.coco import COCO
 
-from detector.evaluation import coco_evaluate, detections_to_coco, voc07_map
-from detector.module import gather_detections
+from detector.evaluation import Evaluator, coco_evaluate, detections_to_coco, gather_detections, voc07_map
 
 
 def make_coco(images, annotations, categories):
@@ -84,3 +84,31 @@ def test_gather_counts_each_image_once():
     results = [{"image_id": 1, "score": 0.5}, {"image_id": 2, "score": 0.4}]
     merged, ids = gather_detections(results, [1, 2])
     assert merged == results and ids == [1, 2]
+
+
+def test_evaluator_counts_a_repeated_image_once_and_writes_results(tmp_path):
+    gt, _ = hand_case(with_difficult=False)
+    boxes = torch.tensor([[[10.0, 10, 50, 50], [100, 100, 150, 130]]])  # xyxy original pixels: both objects
+    detections = {"boxes": boxes, "scores": torch.tensor([[0.9, 0.7]]), "labels": torch.tensor([[0, 0]])}
+    evaluator = Evaluator(gt, category_ids=[1], voc07=True, results_path=tmp_path / "out" / "dets.json")
+    evaluator.update(torch.tensor([1]), detections)
+    decoy = {"boxes": boxes + 500, "scores": torch.tensor([[0.99, 0.98]]), "labels": torch.tensor([[0, 0]])}
+    evaluator.update(torch.tensor([1]), decoy)  # the sampler's repeat of image 1: ignored
+    evaluator.synchronize()
+    result = evaluator.compute()
+    assert result.images == 1 and result.metrics["images"] == 1.0
+    assert result.metrics["AP50"] == pytest.approx(1.0) and result.voc["mAP50_11pt"] == pytest.approx(1.0)
+    assert result.metrics["mAP50_voc07"] == pytest.approx(1.0)
+    written = json.loads((tmp_path / "out" / "dets.json").read_text())
+    assert [r["score"] for r in written] == [0.9, 0.7]
+    assert "mAP50_voc07: 100.00" in result.table("title")
+
+
+def test_evaluator_without_voc07_reports_coco_only():
+    gt, results = hand_case(with_difficult=False)
+    evaluator = Evaluator(gt, category_ids=[1])
+    evaluator.update(torch.tensor([1]), {"boxes": torch.zeros(1, 1, 4), "scores": torch.zeros(1, 1),
+                                         "labels": torch.zeros(1, 1, dtype=torch.int64)})
+    evaluator.synchronize()
+    result = evaluator.compute()
+    assert result.voc is None and "mAP50_voc07" not in result.metrics and result.metrics["AP"] == 0.0

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from detector.cli import main as train_main
+from detector.cli import train_main
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs" / "paper").glob("*.yaml"))
 PAPER = {  # what each reproduction must state: the network, the recipe's numbers

@@ -6,9 +6,9 @@ import torch
 
 from detector import Detector
 from detector.checkpoint import CheckpointError
-from detector.data.common import ImageReadError
+from detector.images import ImageReadError
 from detector.inference import detect
-from detector.module import CenterNetModule, model_description
+from detector.module import CenterNetModule
 from detector.preprocess import letterbox, to_chw_tensor
 
 CLASS_NAMES = ["cat", "dog", "bird"]
@@ -20,7 +20,7 @@ def make_checkpoint(path, seed=0):
     torch.manual_seed(seed)
     module = CenterNetModule(num_classes=3, class_names=CLASS_NAMES, input_size=INPUT_SIZE)
     torch.nn.init.zeros_(module.model.head.heatmap[-1].bias)
-    torch.save({"detector": model_description(module), "state_dict": module.state_dict()}, path)
+    torch.save({"detector": module.description().to_dict(), "state_dict": module.state_dict()}, path)
     return path
 
 

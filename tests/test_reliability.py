@@ -15,9 +15,10 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from test_data_readers import write_voc_devkit
 
 from detector.checkpoint import load_checkpoint
-from detector.data import DatasetError, VocDetection, read_image
-from detector.data.common import Sample
+from detector.data import DatasetError, VocDetection
+from detector.data.dataset import Sample
 from detector.data.transforms import EvalTransform, TrainTransform
+from detector.images import read_image
 from detector.module import CenterNetModule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,9 +175,8 @@ def test_train_with_an_unwritable_run_folder_fails_before_training(tmp_path):
 
 def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
     from detector.checkpoint import CheckpointError, build_model
-    from detector.module import model_description
 
     module = CenterNetModule(num_classes=2, neck="deconv")
-    description = {**model_description(module), "neck": "lean"}  # e.g. a file edited or from an older version
+    description = {**module.description().to_dict(), "neck": "lean"}  # e.g. a file edited or from an older version
     with pytest.raises(CheckpointError, match="do not fit the current lean network"):
         build_model({"detector": description, "state_dict": module.state_dict()})

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from detector.checkpoint import CheckpointError, build_model, load_checkpoint
-from detector.cli import eval_main
-from detector.cli import main as train_main
+from detector.cli import eval_main, train_main
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -4,7 +4,9 @@
     python tools/eval.py --checkpoint best.ckpt --data.dataset coco --data.root /data/coco --flip_test true
     python tools/eval.py --checkpoint best.ckpt --data.val_json my.json --data.val_images my_images/ --results out.json
 """
-from detector.cli import eval_main
+import sys
+
+from detector.cli import run
 
 if __name__ == "__main__":
-    eval_main()
+    sys.exit(run("eval"))

@@ -4,10 +4,7 @@ Labels are contiguous ``0..C-1`` in the order of the category ids; ``category_id
 id (COCO's 80 classes have ids 1..90 with gaps), which is what a results file needs. Boxes change frame here, once:
 COCO ``xywh`` -> xyxy original pixels (``detector.boxes.xywh_to_xyxy``). Annotations with ``iscrowd=1`` are not
 training targets; they are returned as ``crowd_boxes``. Images without annotations are kept (background images).
-Box repairs and errors follow :mod:`detector.data.common`.
-
-The writer :func:`dataset_to_coco` goes the other way: the ground truth of any reader (VOC, YOLO) as a COCO-format
-dict, which is how those datasets are evaluated with pycocotools.
+Box repairs and errors follow :mod:`detector.data.dataset`.
 """
 from __future__ import annotations
 
@@ -22,8 +19,8 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-from detector.boxes import xywh_to_xyxy, xyxy_to_xywh
-from detector.data.common import Annotation, DatasetError, DetectionDataset, Sample, repair_boxes
+from detector.boxes import xywh_to_xyxy
+from detector.data.dataset import Annotation, DatasetError, DetectionDataset, Sample, repair_boxes
 
 _REQUIRED = {
     "images": ("id", "file_name", "width", "height"),
@@ -167,37 +164,3 @@ def _group_by_image(images: list[dict[str, Any]], image_dir: Path, owner: np.nda
             height=int(image["height"]),
         ))
     return result
-
-
-def dataset_to_coco(dataset: DetectionDataset) -> dict[str, Any]:
-    """The ground truth of a dataset as a COCO-format dict (``images``, ``annotations``, ``categories``).
-
-    Image ids are the dataset's ids, category ids are ``dataset.category_ids[label]``, boxes are COCO xywh in the
-    reader's continuous 0-based pixel frame (so COCOeval scores detections in the frame the detector predicts);
-    crowd boxes (VOC ``difficult``) are written with ``iscrowd: 1``, which COCOeval ignores.
-    """
-    images, annotations = [], []
-    for ann in dataset.annotations:
-        images.append({"id": ann.image_id, "file_name": ann.file.name, "width": ann.width, "height": ann.height})
-        for boxes, labels, crowd in ((ann.boxes, ann.labels, 0), (ann.crowd_boxes, ann.crowd_labels, 1)):
-            annotations.extend(_coco_annotations(ann.image_id, boxes, labels, crowd, dataset.category_ids,
-                                                 len(annotations)))
-    categories = [{"id": cat_id, "name": name} for cat_id, name in zip(dataset.category_ids, dataset.class_names)]
-    return {"images": images, "annotations": annotations, "categories": categories}
-
-
-def _coco_annotations(image_id: int, boxes: np.ndarray, labels: np.ndarray, crowd: int, category_ids: list[int],
-                      first_id: int) -> list[dict[str, Any]]:
-    """COCO annotation dicts for ``[N, 4]`` xyxy boxes with ``[N]`` labels; ids continue from ``first_id``."""
-    xywh = xyxy_to_xywh(torch.from_numpy(boxes)).tolist()
-    return [{"id": first_id + i + 1, "image_id": image_id, "bbox": box, "area": box[2] * box[3], "iscrowd": crowd,
-             "category_id": category_ids[int(labels[i])]}
-            for i, box in enumerate(xywh)]
-
-
-def write_coco_json(dataset: DetectionDataset, path: str | Path) -> Path:
-    """Write :func:`dataset_to_coco` of ``dataset`` to ``path`` (json); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataset_to_coco(dataset)))
-    return path

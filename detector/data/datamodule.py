@@ -18,8 +18,9 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
-from detector.data.coco import CocoDetection, coco_from_dict, dataset_to_coco, load_coco_json
-from detector.data.common import DatasetError, DetectionDataset
+from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
+from detector.data.cocoformat import dataset_to_coco
+from detector.data.dataset import DatasetError, DetectionDataset
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
 from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_LIGHTING_STD, CropTrainTransform, EvalTransform,
                                       TrainTransform, collate_detection)
@@ -180,8 +181,13 @@ class DetectionDataModule(pl.LightningDataModule):
 
     @property
     def bad_image_count(self) -> int:
-        """Images that failed to decode so far (all workers, train and validation), each replaced by another."""
+        """Reads that failed to decode so far (all workers, train and validation), each replaced by another."""
         return sum(d.bad_image_count for d in (self.train_dataset, self.val_dataset) if d is not None)
+
+    @property
+    def bad_image_files(self) -> int:
+        """Distinct image files that failed to decode so far (all workers, train and validation)."""
+        return sum(d.bad_image_files for d in (self.train_dataset, self.val_dataset) if d is not None)
 
     def _build(self, split: Literal["train", "val"], transform: TrainTransform | EvalTransform) -> DetectionDataset:
         if self.hparams.dataset == "voc":

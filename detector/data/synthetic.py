@@ -20,18 +20,15 @@ build).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
-from detector.boxes import xyxy_to_xywh
+from detector.data.cocoformat import coco_annotations, write_coco_json
 
 SYNTHETIC_CLASSES = ("circle", "square", "triangle", "cross", "star")
 SYNTHETIC_VERSION = 1
@@ -93,17 +90,9 @@ def write_synthetic(folder: Path, seed: int, num_train: int, num_val: int) -> No
             data = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), _JPEG_PARAMS)[1]
             (folder / split / file_name).write_bytes(data.tobytes())
             images.append({"id": image_id, "file_name": file_name, "width": image.shape[1], "height": image.shape[0]})
-            annotations.extend(_coco_annotations(image_id, boxes, labels, len(annotations)))
+            annotations.extend(coco_annotations(image_id, boxes, labels + 1, first_id=len(annotations)))
         categories = [{"id": label + 1, "name": name} for label, name in enumerate(SYNTHETIC_CLASSES)]
-        coco = {"images": images, "annotations": annotations, "categories": categories}
-        (folder / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
-
-
-def _coco_annotations(image_id: int, boxes: np.ndarray, labels: np.ndarray, first_id: int) -> list[dict[str, Any]]:
-    """COCO annotation dicts (category id = label + 1) for ``[N, 4]`` xyxy boxes and ``[N]`` labels."""
-    xywh = xyxy_to_xywh(torch.from_numpy(boxes)).tolist()
-    return [{"id": first_id + i + 1, "image_id": image_id, "category_id": int(label) + 1, "bbox": box,
-             "area": box[2] * box[3], "iscrowd": 0} for i, (box, label) in enumerate(zip(xywh, labels))]
+        write_coco_json(folder / "annotations" / f"instances_{split}.json", images, annotations, categories)
 
 
 def render_image(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -1,6 +1,6 @@
 """Sample -> network input: the train augmentation, the eval letterbox, and the collate into the batch contract.
 
-Both transforms take a :class:`detector.data.common.Sample` (original pixels) and return a dict:
+Both transforms take a :class:`detector.data.dataset.Sample` (original pixels) and return a dict:
 
 - ``image``: ``[3, S, S]`` uint8 RGB tensor (eval at original resolution: ``[3, H', W']``, sides multiples of 32);
   ImageNet normalisation is NOT applied here: ``detector.preprocess.normalize`` does it on the device, batched;
@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import torch
 
-from detector.data.common import Sample
+from detector.data.dataset import Sample
 from detector.preprocess import PAD_VALUE, letterbox, letterbox_boxes, letterbox_shape, to_chw_tensor
 
 

@@ -34,8 +34,8 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from detector.data.coco import dataset_to_coco, write_coco_json
-from detector.data.common import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
+from detector.data.cocoformat import dataset_to_coco, write_dataset_json
+from detector.data.dataset import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -266,10 +266,10 @@ class _ImageFinder:
 
 def voc_to_coco(dataset: VocDetection) -> dict[str, Any]:
     """The ground truth of a VOC dataset as a COCO-format dict (difficult objects written with ``iscrowd: 1``), with
-    the dataset's own classes and category ids; see :func:`detector.data.coco.dataset_to_coco`."""
+    the dataset's own classes and category ids; see :func:`detector.data.cocoformat.dataset_to_coco`."""
     return dataset_to_coco(dataset)
 
 
 def write_voc_coco_json(dataset: VocDetection, path: str | Path) -> Path:
     """Write :func:`voc_to_coco` of ``dataset`` to ``path`` (json); returns the path."""
-    return write_coco_json(dataset, path)
+    return write_dataset_json(dataset, path)

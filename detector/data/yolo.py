@@ -19,9 +19,9 @@ Boxes change frame here, once: normalised cxcywh -> cxcywh original pixels (time
 
 Image size: parsed from the file's header (JPEG start-of-frame, PNG ``IHDR``: exact, no pixel decoded, a few
 hundred bytes read); other formats, or a header that cannot be parsed, are decoded once with OpenCV. These are the
-stored pixels, as :func:`detector.data.common.read_image` returns them (no EXIF rotation).
+stored pixels, as :func:`detector.images.read_image` returns them (no EXIF rotation).
 
-Bad input follows :mod:`detector.data.common`: a malformed YAML, a missing key, a label line with the wrong number
+Bad input follows :mod:`detector.data.dataset`: a malformed YAML, a missing key, a label line with the wrong number
 of fields, a non-number or a class index out of range is a :class:`DatasetError` naming the file (and line); boxes
 reaching outside their image are clipped, empty ones dropped, counted in one warning (an overshoot under
 :data:`ROUNDING` of the image side is label rounding: set on the border, not counted); an image whose size cannot be
@@ -39,9 +39,9 @@ import torch
 import yaml
 
 from detector.boxes import cxcywh_to_xyxy
-from detector.data.coco import dataset_to_coco
-from detector.data.common import (Annotation, BoxRepairs, DatasetError, DetectionDataset, ImageReadError, Sample,
-                                  read_image, repair_boxes)
+from detector.data.cocoformat import dataset_to_coco
+from detector.data.dataset import Annotation, BoxRepairs, DatasetError, DetectionDataset, Sample, repair_boxes
+from detector.images import ImageReadError, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # JPEG start-of-frame markers (all coding processes; not DHT 0xC4, JPG 0xC8, DAC 0xCC).
@@ -282,5 +282,5 @@ def _warn_unreadable(images: list[Path], source: str) -> None:
 
 def yolo_to_coco(dataset: YoloDetection) -> dict[str, Any]:
     """The ground truth of a YOLO dataset as a COCO-format dict (category ids ``label + 1``, boxes COCO xywh in
-    original pixels); see :func:`detector.data.coco.dataset_to_coco`."""
+    original pixels); see :func:`detector.data.cocoformat.dataset_to_coco`."""
     return dataset_to_coco(dataset)

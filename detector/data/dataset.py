@@ -1,9 +1,9 @@
-"""What every reader shares: the sample format, the image decoder, box repair, and the bad-image-tolerant dataset.
+"""The readers' base: the sample format, box repair, and the bad-image-tolerant dataset (images decode with
+:func:`detector.images.read_image`).
 
 A reader turns a file on disk into a :class:`Sample`:
 
-- ``image``: ``[H, W, 3]`` uint8 RGB (converted once, here, from OpenCV's BGR; grayscale, RGBA and 16-bit files
-  are converted to that);
+- ``image``: ``[H, W, 3]`` uint8 RGB (``detector.images.read_image`` converts grayscale, RGBA and 16-bit files);
 - ``boxes``: ``[N, 4]`` float32 xyxy in original pixels, inside ``[0, W] x [0, H]``, each with positive area;
 - ``labels``: ``[N]`` int64 in ``0..C-1``;
 - ``image_id``: the dataset's integer id of the image (the id of the evaluation ground truth);
@@ -18,8 +18,10 @@ Bad input (each case tested):
 - A box with no area, a negative size or non-finite values is dropped; a box reaching outside its image is clipped
   to it (and dropped if nothing is left). The counts are reported per file in one warning when the dataset is built.
 - An image that cannot be decoded (missing, empty, corrupt, truncated, not an image) is replaced by the next index
-  that decodes, with a warning naming the file; :attr:`DetectionDataset.bad_image_count` counts the failures
-  across all DataLoader workers (a shared counter), and the warning itself is emitted in the worker process.
+  that decodes, with a warning naming the file; across all DataLoader workers (shared memory),
+  :attr:`DetectionDataset.bad_image_files` counts the distinct files that failed and
+  :attr:`DetectionDataset.bad_image_count` the reads that were replaced (one broken file read every epoch counts
+  once and once per epoch). The warning itself is emitted in the worker process.
 """
 from __future__ import annotations
 
@@ -29,19 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
 import numpy as np
 import torch
 
 from detector.boxes import area_xyxy, clip_xyxy
+from detector.errors import DetectorError
+from detector.images import ImageReadError, read_image
 
 
-class DatasetError(ValueError):
+class DatasetError(DetectorError, ValueError):
     """A dataset file cannot be used; the message names the file and what is wrong."""
-
-
-class ImageReadError(OSError):
-    """One image file cannot be decoded; the message names the file."""
 
 
 @dataclass
@@ -68,37 +67,6 @@ class Annotation:
     crowd_labels: np.ndarray  # [M] int64
     width: int  # of the image, as the annotation file states it
     height: int
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to ``[H, W, 3]`` uint8 RGB; raises :class:`ImageReadError` naming the file.
-
-    Read with ``IMREAD_UNCHANGED`` (so EXIF orientation is not applied: annotations refer to the stored pixels),
-    then converted: grayscale -> RGB, BGRA -> RGB (alpha dropped), BGR -> RGB, 16-bit -> 8-bit by ``/ 257``.
-    """
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as error:
-        raise ImageReadError(f"cannot read image {path}: {error}") from error
-    if data.size == 0:
-        raise ImageReadError(f"cannot read image {path}: the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageReadError(f"cannot decode image {path}: corrupt, truncated or not an image")
-    return _to_rgb_uint8(image, path)
-
-
-def _to_rgb_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """OpenCV's decoded array (any of gray, BGR, BGRA; uint8 or uint16) -> ``[H, W, 3]`` uint8 RGB."""
-    if image.dtype == np.uint16:
-        image = np.round(image.astype(np.float32) / 257.0).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise ImageReadError(f"unsupported pixel type {image.dtype} in image {path}")
-    channels = 1 if image.ndim == 2 else image.shape[2]
-    conversions = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
-    if channels not in conversions:
-        raise ImageReadError(f"unsupported number of channels {channels} in image {path}")
-    return cv2.cvtColor(image, conversions[channels])
 
 
 @dataclass
@@ -145,7 +113,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     ``dataset[i]`` is ``transform(sample)`` (or the :class:`Sample` itself without a transform). An image that
     cannot be decoded is replaced by the next index that decodes (wrapping around), with a warning naming the file
-    and one count in :attr:`bad_image_count`; if no image decodes at all, :class:`DatasetError` is raised.
+    and counted (:attr:`bad_image_files`, :attr:`bad_image_count`); if no image decodes at all,
+    :class:`DatasetError` is raised.
 
     Subclasses set ``class_names`` (``C`` names, index = label) and ``category_ids`` (label -> dataset category id).
     """
@@ -159,7 +128,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         self.category_ids = category_ids
         self.source = source
         self.transform = transform
-        self._bad_images = multiprocessing.get_context().Value("q", 0)
+        context = multiprocessing.get_context()
+        self._bad_images = context.Value("q", 0)  # reads replaced
+        self._bad_files = context.RawArray("b", len(annotations))  # 1 at the index of each file that failed
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -170,12 +141,19 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     @property
     def bad_image_count(self) -> int:
-        """Images that failed to decode since the dataset was built (or last reset), summed over all workers."""
+        """Reads that failed to decode (each replaced by another image) since the dataset was built (or last
+        reset), summed over all workers."""
         return int(self._bad_images.value)
+
+    @property
+    def bad_image_files(self) -> int:
+        """Distinct image files that failed to decode since the dataset was built (or last reset), all workers."""
+        return int(np.frombuffer(self._bad_files, dtype=np.int8).sum())
 
     def reset_bad_image_count(self) -> None:
         with self._bad_images.get_lock():
             self._bad_images.value = 0
+        np.frombuffer(self._bad_files, dtype=np.int8)[:] = 0
 
     def load(self, index: int) -> Sample:
         """The untransformed sample at ``index``; raises :class:`ImageReadError` if its image cannot be decoded."""
@@ -188,12 +166,13 @@ class DetectionDataset(torch.utils.data.Dataset):
             try:
                 sample = self.load(candidate)
             except ImageReadError as error:
-                self._count_bad_image(error)
+                self._count_bad_image(candidate, error)
                 continue
             return self.transform(sample) if self.transform is not None else sample
         raise DatasetError(f"{self.source}: no image of the split can be decoded")
 
-    def _count_bad_image(self, error: ImageReadError) -> None:
+    def _count_bad_image(self, index: int, error: ImageReadError) -> None:
         with self._bad_images.get_lock():
             self._bad_images.value += 1
+        self._bad_files[index] = 1
         warnings.warn(f"{error}; using the next image instead", stacklevel=3)

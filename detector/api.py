@@ -1,0 +1,198 @@
+"""The runs that need Lightning, as Python functions: ``train(args)`` and ``evaluate(checkpoint, ...)``.
+
+``detector.cli`` (``centernet train|eval``, ``tools/train.py``, ``tools/eval.py``) parses and prints; these functions
+do the work and return it. Inference alone needs none of this: see ``detector.Detector``.
+"""
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from jsonargparse import ArgumentParser
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from detector.callbacks import LastCheckpoint
+from detector.checkpoint import CheckpointError, check_classes, load_checkpoint, read_description
+from detector.data.datamodule import DetectionDataModule
+from detector.evaluation import EvalResult
+from detector.module import CenterNetModule
+
+DEFAULT_CONFIG = "synthetic.yaml"
+# Data options that only shape the training augmentation: the evaluation does not offer them.
+TRAIN_ONLY_DATA_OPTIONS = {"augmentation", "scale_range", "crop_scales", "lighting", "flip_prob", "colour_jitter",
+                           "min_visibility", "min_box_size"}
+
+
+def packaged_configs() -> list[Path]:
+    """The config files shipped inside the package (``detector/configs/*.yaml`` and ``configs/paper/*.yaml``)."""
+    folder = Path(str(resources.files("detector") / "configs"))
+    return sorted(folder.glob("*.yaml")) + sorted(folder.glob("paper/*.yaml"))
+
+
+def config_path(name: str | Path) -> Path:
+    """A config file: ``name`` itself if it exists, else the packaged config of that file name, so that
+    ``--config coco_resnet18.yaml`` works after a plain ``pip install``; otherwise ``name`` (the parser says it is
+    missing)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    by_path = [p for p in packaged_configs() if p.as_posix().endswith("/" + path.as_posix().removeprefix("configs/"))]
+    return next(iter(by_path), next((p for p in packaged_configs() if p.name == path.name), path))
+
+
+class DetectorCLI(LightningCLI):
+    """LightningCLI with the data -> model links, the checkpoint callbacks and ``--ckpt_path``."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
+        parser.link_arguments("data.category_ids", "model.category_ids", apply_on="instantiate")
+        parser.link_arguments("data.input_size", "model.input_size")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": False,
+            "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
+                                 "or the path of a checkpoint. The step, epoch and optimiser state continue.")
+        parser.add_argument("--report_checkpoint", type=Literal["best", "last"], default="best",
+                            help="The checkpoint validated and reported at the end: 'best' (by validation AP) or "
+                                 "'last' (the last epoch, as the paper reports).")
+
+    def parse_arguments(self, parser, args) -> None:
+        """Always the command line handed over by :func:`train` (which chose the config): LightningCLI's warning
+        about ``args`` given beside ``sys.argv`` does not apply."""
+        self.config = parser.parse_args(args)
+
+
+def trainer_defaults() -> dict:
+    return {
+        "default_root_dir": "runs",
+        "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                   "init_args": {"save_dir": "runs", "name": "synthetic"}},
+        "callbacks": [LearningRateMonitor(logging_interval="step")],
+    }
+
+
+def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> str | None:
+    """``last`` -> the newest ``last.ckpt`` under the logger's run folders (a fresh run gets a new version).
+
+    Says where training resumes (step and epoch); :class:`CheckpointError` when there is nothing to resume.
+    """
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        root = Path(trainer.logger.root_dir if trainer.logger else trainer.default_root_dir)
+        candidates = sorted(root.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
+        ckpt_path = str(candidates[-1])
+    state = load_checkpoint(ckpt_path)
+    if trainer.is_global_zero:
+        print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
+    return ckpt_path
+
+
+def _has_config(args: list[str]) -> bool:
+    return any(a == "--config" or a.startswith("--config=") for a in args)
+
+
+def _with_packaged_configs(args: list[str]) -> list[str]:
+    """``--config NAME`` -> the packaged config of that name when ``NAME`` is not a file here."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            out[i + 1] = str(config_path(out[i + 1]))
+        elif arg.startswith("--config="):
+            out[i] = f"--config={config_path(arg.split('=', 1)[1])}"
+    return out
+
+
+def train(args: list[str]) -> DetectorCLI:
+    """Parse ``args`` (the ``tools/train.py`` command line), train, then validate the best checkpoint (or the last,
+    with ``--report_checkpoint last``).
+
+    Without ``--config`` the packaged ``synthetic.yaml`` is the default config (so ``--help`` shows its values).
+    Returns the CLI with ``best_checkpoint`` and ``last_checkpoint`` set (paths or None).
+    """
+    defaults = {} if _has_config(args) else {"default_config_files": [str(config_path(DEFAULT_CONFIG))]}
+    cli = DetectorCLI(CenterNetModule, DetectionDataModule, run=False, args=_with_packaged_configs(args),
+                      save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
+                      parser_kwargs=defaults)
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer))
+    callback = trainer.checkpoint_callback
+    cli.best_checkpoint = callback.best_model_path if callback and callback.best_model_path else None
+    cli.last_checkpoint = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+    cli.reported = cli.config.get("report_checkpoint") or "best"
+    reported = cli.last_checkpoint if cli.reported == "last" else cli.best_checkpoint
+    trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
+    return cli
+
+
+def eval_parser(checkpoint: dict | None = None) -> ArgumentParser:
+    """The options of :func:`evaluate`; the ``--data.*`` defaults are the checkpoint's training data if given."""
+    parser = ArgumentParser(prog="centernet eval", description=(
+        "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
+        "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
+        "for your own COCO-format split)."))
+    parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt written by centernet train")
+    parser.add_class_arguments(DetectionDataModule, "data", skip=TRAIN_ONLY_DATA_OPTIONS)
+    parser.add_argument("--flip_test", type=bool, default=False, help="average each image with its mirror")
+    parser.add_argument("--nms_iou", type=float | None, default=None, help="class-wise NMS IoU after decoding")
+    parser.add_argument("--results", type=str | None, default=None,
+                        help="write the detections here as a COCO results json (dataset category ids)")
+    parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, auto, ...")
+    parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
+    parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
+    parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp to split the set over --devices")
+    if checkpoint is not None:
+        known = parser.get_defaults().data
+        parser.set_defaults({f"data.{k}": v for k, v in training_data_options(checkpoint).items() if k in known})
+    return parser
+
+
+def training_data_options(checkpoint: dict) -> dict[str, Any]:
+    """The data module arguments a checkpoint was trained with (empty for a checkpoint without them)."""
+    return dict(checkpoint.get("datamodule_hyper_parameters", {}))
+
+
+def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_test: bool = False,
+             nms_iou: float | None = None, results: str | Path | None = None, accelerator: str = "auto",
+             devices: int = 1, strategy: str = "auto", precision: str | None = None) -> EvalResult:
+    """Evaluate ``checkpoint`` on a validation split with the COCO metric (and VOC07 mAP on VOC).
+
+    Args:
+        checkpoint: a ``.ckpt`` written by training.
+        data: ``DetectionDataModule`` arguments, over those the checkpoint was trained with (default: its
+            validation split, letterboxed at its input size).
+        flip_test: average each image with its mirror. nms_iou: class-wise NMS after decoding.
+        results: write the detections here as a COCO results json (the dataset's category ids).
+        accelerator, devices, strategy, precision: Lightning's; ``strategy="ddp"`` splits the images over
+            ``devices`` processes, each image counted once.
+
+    Returns the :class:`EvalResult` (on every process). Raises :class:`CheckpointError` for a checkpoint that is not
+    ours or was trained on other classes, ``DatasetError`` for unusable data.
+    """
+    state = load_checkpoint(checkpoint)
+    known = inspect.signature(DetectionDataModule).parameters
+    options = {k: v for k, v in training_data_options(state).items() if k in known}
+    datamodule = DetectionDataModule(**{**options, **(data or {})})
+    datamodule.setup("validate")
+    check_classes(state, datamodule.class_names, "the evaluation dataset")
+    info = read_description(state)
+    model = CenterNetModule(num_classes=info.num_classes, class_names=info.class_names,
+                            category_ids=datamodule.category_ids, input_size=info.input_size, neck=info.neck,
+                            head_channels=info.head_channels, flip_test=flip_test, nms_iou=nms_iou)
+    model.load_state_dict(state["state_dict"])
+    model.results_path = str(results) if results else None
+    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                         precision=precision, default_root_dir=str(Path(checkpoint).parent))
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    return model.last_result

@@ -1,0 +1,62 @@
+"""What a detector returns for an image, shared by the predictor, the drawing, the demo and export users.
+
+Plain numpy, no model: :class:`Detections` (boxes, scores, labels, names of one image) and :class:`FrameResult`
+(one demo frame: the detections, an optional heatmap, the time spent per stage).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+# The default score threshold of the predictor, the demo and the prediction grid (a detection is kept when its
+# score is >= it). Evaluation keeps every score: the COCO metric integrates over all thresholds.
+DEFAULT_SCORE_THRESHOLD = 0.3
+
+
+@dataclass
+class Detections:
+    """The detections of one image, by descending score.
+
+    ``boxes [N, 4]`` float32 xyxy in original pixels, ``scores [N]`` float32 probabilities, ``labels [N]`` int64
+    class indices, ``names [N]`` str class names.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def select(self, keep: np.ndarray) -> Detections:
+        """The detections where the ``[N]`` bool mask ``keep`` is True."""
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.names[keep])
+
+    @classmethod
+    def from_arrays(cls, boxes, scores, labels, class_names: Sequence[str]) -> Detections:
+        """From ``boxes [N, 4]``, ``scores [N]``, ``labels [N]`` (numpy arrays or tensors, any device)."""
+        labels = np.asarray(_numpy(labels), dtype=np.int64)
+        names = np.array([class_names[i] for i in labels.tolist()], dtype=str).reshape(-1)
+        return cls(np.asarray(_numpy(boxes), dtype=np.float32).reshape(-1, 4),
+                   np.asarray(_numpy(scores), dtype=np.float32), labels, names)
+
+
+@dataclass
+class FrameResult:
+    """What a detector's ``predict_frame`` returns for one image.
+
+    ``heatmap``: ``[C, h, w]`` float32 class probabilities on the letterboxed input's output grid (stride cells),
+    or None when not asked for. ``times``: seconds spent in ``preprocess``, ``model`` and ``decode``.
+    """
+
+    detections: Detections
+    heatmap: np.ndarray | None = None
+    times: dict[str, float] = field(default_factory=dict)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -1,0 +1,39 @@
+"""The checkpoint's description of the network: one typed record, written and read in one place."""
+import pytest
+import torch
+
+from detector.checkpoint import CheckpointError, ModelDescription, build_model, read_description
+
+DESCRIPTION = ModelDescription(num_classes=2, class_names=["cat", "dog"], category_ids=[3, 17], input_size=128,
+                               neck="lean", head_channels=32)
+
+
+def test_round_trip_through_a_weights_only_file(tmp_path):
+    path = tmp_path / "description.pt"
+    torch.save({"detector": DESCRIPTION.to_dict()}, path)
+    loaded = torch.load(path, weights_only=True)["detector"]
+    assert ModelDescription.from_dict(loaded) == DESCRIPTION
+    assert all(type(v) in (int, str, list) for v in loaded.values())
+
+
+def test_the_dict_of_older_checkpoints_still_loads():
+    old = {"num_classes": 2, "class_names": ["cat", "dog"], "category_ids": [3, 17], "input_size": 128,
+           "neck": "lean", "head_channels": 32, "stride": 4, "mean": [0.485, 0.456, 0.406],
+           "std": [0.229, 0.224, 0.225]}  # what module.model_description wrote before 2026-11-23
+    assert read_description({"detector": old}) == DESCRIPTION
+    minimal = {k: old[k] for k in ("num_classes", "class_names", "input_size", "neck", "head_channels")}
+    assert ModelDescription.from_dict(minimal).category_ids == [0, 1]
+
+
+def test_a_missing_field_is_named():
+    with pytest.raises(CheckpointError, match="neck"):
+        ModelDescription.from_dict({"num_classes": 2, "class_names": ["a", "b"], "input_size": 64, "head_channels": 8})
+
+
+def test_build_model_reads_the_description():
+    from detector.model import CenterNet
+
+    model = CenterNet(2, neck="lean", weights=None, head_channels=32)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    rebuilt = build_model({"detector": DESCRIPTION.to_dict(), "state_dict": state})
+    assert rebuilt.head.heatmap[-1].weight.shape[0] == 2

@@ -1,0 +1,202 @@
+"""The package's shape as a user meets it: a light ``from detector import Detector``, layers that do not import each
+other the wrong way, the four commands (``python -m detector.cli``, the console script's function), their one-line
+errors, and the configs shipped inside the package."""
+import ast
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("pytorch_lightning", "lightning", "albumentations", "pycocotools")
+
+
+def python(*args, code=None, timeout=300):
+    """Run ``python args`` (or ``python -c code``) with this checkout first on the path, from a neutral folder."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", code] if code is not None else [sys.executable, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT.parent)
+
+
+def modules_after(statement):
+    result = python(code=f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+# import weight and layers ------------------------------------------------------------------------------------------
+
+def test_importing_the_detector_loads_no_lightning_albumentations_or_pycocotools():
+    loaded = modules_after("from detector import Detector")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+    assert not any(name.startswith("detector.data") for name in loaded)
+
+
+def test_the_demo_imports_no_training_and_inference_no_data():
+    loaded = modules_after("import detector.demo, detector.export, detector.predictor, detector.visualize")
+    assert not loaded & {"detector.module", "detector.callbacks", "detector.api", *HEAVY}
+    assert not any(name.startswith("detector.data") for name in loaded)
+
+
+def package_imports(path):
+    """The ``detector.*`` modules a file imports itself (its own import statements, at any depth)."""
+    tree = ast.parse(path.read_text())
+    names = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    names |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return {name for name in names if name.startswith("detector")}
+
+
+def test_drawing_takes_detections_not_a_model():
+    # importing detector.visualize also runs detector/__init__.py (the predictor), so read its own imports
+    assert package_imports(ROOT / "detector" / "visualize.py") == {
+        "detector.detections", "detector.images", "detector.preprocess"}
+
+
+def test_training_does_not_import_the_demo_loop():
+    assert "detector.demo" not in modules_after("import detector.module, detector.api")
+
+
+# commands ----------------------------------------------------------------------------------------------------------
+
+def test_console_script_targets_import():
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == {"centernet"}
+    for target in scripts.values():
+        module, function = target.split(":")
+        assert callable(getattr(import_module(module), function))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command,expected,absent", [
+    ("train", ["--model.neck", "--data.root", "default: 160", "default: 24"], []),
+    ("eval", ["--checkpoint", "--data.root", "--flip_test"],
+     ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "augmentation", "crop_scales",
+      "lighting"]),
+    ("demo", ["--source", "--show {true,false}", "--classes"], []),
+    ("export", ["--format", "--max_detections"], []),
+])
+def test_each_command_has_help(command, expected, absent):
+    result = python("-m", "detector.cli", command, "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # help lines wrap anywhere
+    for needle in expected:
+        assert needle in text, needle
+    for needle in absent:
+        assert needle not in text, needle
+
+
+def test_the_dispatcher_without_a_command_prints_its_usage():
+    result = python("-m", "detector.cli")
+    assert result.returncode == 2 and "centernet {train,eval,demo,export}" in result.stdout
+
+
+def assert_one_error_line(result, *needles):
+    assert result.returncode == 1, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: "), errors
+    for needle in needles:
+        assert needle in errors[0]
+
+
+@pytest.mark.slow
+def test_train_with_a_malformed_json_prints_one_error_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    result = python(str(ROOT / "tools" / "train.py"), "--data.train_json", str(bad), "--data.train_images",
+                    str(tmp_path), "--data.val_json", str(bad), "--data.val_images", str(tmp_path),
+                    "--seed_everything", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"))
+    assert_one_error_line(result, "bad.json", "malformed json")
+
+
+@pytest.mark.slow
+def test_eval_and_export_of_a_file_that_is_no_checkpoint_print_one_error_line(tmp_path):
+    notes = tmp_path / "notes.ckpt"
+    notes.write_text("hello")
+    assert_one_error_line(python(str(ROOT / "tools" / "eval.py"), "--checkpoint", str(notes)), "notes.ckpt")
+    assert_one_error_line(python("-m", "detector.cli", "export", "--checkpoint", str(notes), "--output",
+                                 str(tmp_path / "m.onnx")), "not a PyTorch checkpoint")
+
+
+def test_demo_of_a_missing_source_prints_one_error_line(tmp_path):
+    result = python(str(ROOT / "tools" / "demo.py"), "--checkpoint", "x.ckpt", "--source", str(tmp_path / "no.mp4"))
+    assert_one_error_line(result, "no.mp4 does not exist")
+
+
+def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
+    from detector import cli
+
+    def broken(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "export", broken)
+    with pytest.raises(KeyError):
+        cli.run("export", [])
+
+
+# configs -----------------------------------------------------------------------------------------------------------
+
+def packaged():
+    from detector.api import packaged_configs
+
+    return packaged_configs()
+
+
+def relative(path):
+    return path.relative_to(path.parent.parent if path.parent.name == "paper" else path.parent).as_posix()
+
+
+PACKAGED = ["coco_resnet18.yaml", "synthetic.yaml", "voc_resnet18.yaml", "paper/coco_resnet18_dcn.yaml",
+            "paper/coco_resnet18_deconv.yaml", "paper/voc_resnet18_dcn_384.yaml", "paper/voc_resnet18_dcn_512.yaml",
+            "paper/voc_resnet18_deconv_384.yaml"]
+
+
+def test_the_configs_ship_in_the_package_and_the_top_level_copies_are_identical():
+    names = [relative(path) for path in packaged()]
+    assert names == PACKAGED
+    top = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
+    assert top + sorted(f"paper/{p.name}" for p in (ROOT / "configs" / "paper").glob("*.yaml")) == names
+    for path in packaged():
+        assert (ROOT / "configs" / relative(path)).read_bytes() == path.read_bytes(), (
+            f"configs/{relative(path)} differs from detector/configs/{relative(path)} (the source of truth): "
+            "copy it over")
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path):
+    import pytorch_lightning as pl
+    from jsonargparse import ArgumentParser
+
+    from detector.api import config_path
+    from detector.data import DetectionDataModule
+    from detector.module import CenterNetModule
+
+    parser = ArgumentParser()
+    parser.add_argument("--seed_everything", type=int | bool | None, default=None)
+    parser.add_argument("--report_checkpoint", type=str, default="best")
+    parser.add_class_arguments(pl.Trainer, "trainer", skip={"callbacks", "logger", "plugins"})
+    parser.add_argument("--trainer.logger", type=dict | bool | None, default=None)
+    parser.add_class_arguments(CenterNetModule, "model")
+    parser.add_class_arguments(DetectionDataModule, "data")
+    config = parser.parse_path(config_path(name))  # every key known, every value of its type
+    raw = yaml.safe_load(config_path(name).read_text())
+    assert raw["model"].items() <= config.model.as_dict().items()
+    model = CenterNetModule(**{**config.model.as_dict(), "weights": None, "num_classes": 3})
+    data = DetectionDataModule(**{**config.data.as_dict(), "root": str(tmp_path)})  # reads no file yet
+    assert model.hparams.neck == raw["model"]["neck"] and data.hparams.input_size == raw["data"]["input_size"]
+
+
+def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
+    from detector.api import config_path
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: as after a plain pip install
+    assert config_path("voc_resnet18.yaml") == config_path("configs/voc_resnet18.yaml")
+    assert config_path("voc_resnet18.yaml").parent.name == "configs"
+    assert config_path("configs/paper/voc_resnet18_dcn_384.yaml").parent.name == "paper"
+    assert config_path("voc_resnet18_dcn_384.yaml") == config_path("paper/voc_resnet18_dcn_384.yaml")
