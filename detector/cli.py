@@ -92,18 +92,21 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--source", type=str, required=True,
                         help="webcam index, video file, stream URL, image or folder of images")
     parser.add_argument("--output", type=str | None, default=None,
-                        help="annotated video file (video sources) or folder (image sources)")
+                        help="annotated video file (video sources), folder (image sources) or image file (one image)")
     parser.add_argument("--conf", type=float, default=DEFAULT_SCORE_THRESHOLD, help="score threshold")
     parser.add_argument("--classes", type=str, nargs="+", default=None, help="only these classes (names or indices)")
     parser.add_argument("--heatmap", type=bool, nargs="?", const=True, default=False,
-                        help="overlay the class heatmaps (torch backend)")
+                        help="overlay the class heatmaps (of --classes if given; torch backend)")
+    parser.add_argument("--agnostic", type=bool, nargs="?", const=True, default=False,
+                        help="class-agnostic suppression: of boxes of different classes on one object, keep the best")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--threads", type=int | None, default=None,
-                        help="torch CPU threads (on a busy machine, 1 can be much faster)")
+                        help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
     parser.add_argument("--precision", type=str, choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs")
+                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs "
+                             "(torch backend)")
     parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
@@ -121,19 +124,21 @@ def demo_main(args: list[str] | None = None) -> None:
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
-    if config.backend == "onnx" and (not config.onnx or config.heatmap):
-        parser.error("--backend onnx needs --onnx model.onnx and cannot draw --heatmap")
+    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision != "fp32"):
+        parser.error("--backend onnx needs --onnx model.onnx, runs fp32 only (no --precision bf16) and cannot draw "
+                     "--heatmap")
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
     sink = open_sink(config.output, source)
     if config.backend == "onnx":
-        detector = OnnxDetector(config.onnx)
+        detector = OnnxDetector(config.onnx, threads=config.threads)
     else:
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, config.device,
                                                                    precision=config.precision))
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
-    options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show)
+    options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
+                          agnostic=config.agnostic)
     report = run_demo(detector, source, sink, options)
     print(report.summary())
     if report.frames == 0 and not report.stopped:

@@ -25,7 +25,7 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
 from detector.images import ImageReadError, read_image
 from detector.predictor import BaseDetector
-from detector.visualize import annotate
+from detector.visualize import annotate, draw_fps
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
@@ -163,13 +163,15 @@ class VideoSink:
 
 
 class ImageSink:
-    """Annotated images written into a folder under their source file names."""
+    """Annotated images written into a folder under their source file names, or, with ``file``, the one image of a
+    single-image source written to that file."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, file: Path | None = None):
         self.folder = folder
+        self.file = file
 
     def write(self, name: str, image: np.ndarray) -> None:
-        path = self.folder / name
+        path = self.file or self.folder / name
         if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
             raise DemoError(f"cannot write image {path}")
 
@@ -178,14 +180,21 @@ class ImageSink:
 
 
 def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> VideoSink | ImageSink | None:
-    """The output for ``source``: a video file for a video source, a folder for image sources. Checks now that
-    it can be written (raises :class:`DemoError`), so that no work is lost at the end."""
+    """The output for ``source``: a video file for a video source; for image sources a folder, or an image file
+    (a name with an image suffix) for a single image. Checks now that it can be written (raises
+    :class:`DemoError`), so that no work is lost at the end."""
     if output is None:
         return None
     output = Path(output)
     if isinstance(source, ImageSource):
         if output.suffix.lower() in VIDEO_SUFFIXES:
             raise DemoError(f"--output {output}: for an image or folder source the output is a folder of images")
+        if output.suffix.lower() in IMAGE_SUFFIXES:
+            if source.length != 1:
+                raise DemoError(f"--output {output}: an image file holds one image, the source has "
+                                f"{source.length}; give a folder")
+            _check_writable(output.parent)
+            return ImageSink(output.parent, file=output)
         _check_writable(output)
         return ImageSink(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
@@ -282,13 +291,14 @@ class DemoReport:
 
 @dataclass
 class DemoOptions:
-    """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay, and
-    whether to try to show a window."""
+    """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay (of the
+    chosen classes), whether to try to show a window, and class-agnostic suppression of same-place duplicates."""
 
     conf: float = DEFAULT_SCORE_THRESHOLD
     classes: list[int] | None = None
     heatmap: bool = False
     show: bool = False
+    agnostic: bool = False
 
 
 class FpsMeter:
@@ -313,12 +323,13 @@ def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: Vi
     """Detect, draw and write/show every frame of ``source``; stops cleanly on q/Esc or Ctrl-C.
 
     The output is always closed (a playable video even after Ctrl-C). Stages timed: read, preprocess, model,
-    decode, draw, output (write and show).
+    decode, draw, output (write and show). The frame rate is shown in the window and the progress line, never
+    written into the output.
     """
     options = options or DemoOptions()
     report = DemoReport()
     window = open_window(options.show)
-    progress = tqdm(total=source.length, unit="frame", disable=source.live, file=sys.stderr)
+    progress = tqdm(total=source.length, unit="frame", file=sys.stderr)
     start = time.perf_counter()
     try:
         _loop(detector, source, sink, window, progress, report, options)
@@ -344,18 +355,23 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
             return
         name, image = item
         stages["read"] += time.perf_counter() - tick
-        result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap)
+        result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
+                                        agnostic=options.agnostic)
         for stage, seconds in result.times.items():
             stages[stage] += seconds
         tick = time.perf_counter()
-        annotated = annotate(image, result, detector.input_size, fps.tick())
+        annotated = annotate(image, result, detector.input_size, options.classes)
+        rate = fps.tick()
         stages["draw"] += time.perf_counter() - tick
         tick = time.perf_counter()
         if sink is not None:
             sink.write(name, annotated)
-        keep_going = window is None or window.show(annotated, source.wait_ms)
+        keep_going = window is None or window.show(annotated if rate is None else draw_fps(annotated, rate),
+                                                   source.wait_ms)
         stages["output"] += time.perf_counter() - tick
         report.frames += 1
+        if rate is not None:
+            progress.set_postfix_str(f"{rate:.1f} FPS", refresh=False)
         progress.update(report.frames + source.skipped - progress.n)
         if not keep_going:
             report.stopped = "quit"

@@ -135,13 +135,16 @@ def export_torchscript(model: nn.Module, path: str | Path, class_names: list[str
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | Path, k: int = 100) -> Path:
-    """Rebuild the network from ``checkpoint`` and export it in format ``fmt`` to ``output``."""
+    """Rebuild the network from ``checkpoint`` and export it in format ``fmt`` to ``output`` (its folder is made if
+    missing)."""
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     if fmt not in exporters:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(exporters)}")
-    output = Path(output)
-    if not output.parent.is_dir():
-        raise ExportError(f"output folder {output.parent} does not exist")
     state = load_checkpoint(checkpoint)
     info = read_description(state)
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)  # as the demo and eval make theirs
+    except OSError as error:
+        raise ExportError(f"cannot create output folder {output.parent}: {error}") from error
     return exporters[fmt](build_model(state), output, info.class_names, info.input_size, k)

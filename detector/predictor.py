@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torchvision.ops import nms
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
@@ -24,10 +25,18 @@ from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
 
 
-def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[str]) -> list[int] | None:
-    """Class names or indices (ints or digit strings) -> sorted class indices; None keeps every class."""
+# IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
+AGNOSTIC_IOU = 0.7
+
+
+def resolve_classes(classes: Sequence[int | str] | int | str | None,
+                    class_names: Sequence[str]) -> list[int] | None:
+    """Class names or indices (ints or digit strings), or one of them -> sorted class indices; None keeps every
+    class."""
     if classes is None:
         return None
+    if isinstance(classes, (str, int)):
+        classes = [classes]
     indices = set()
     for item in classes:
         if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
@@ -42,6 +51,16 @@ def resolve_classes(classes: Sequence[int | str] | None, class_names: Sequence[s
     return sorted(indices)
 
 
+def suppress_duplicates(detections: Detections, iou: float = AGNOSTIC_IOU) -> Detections:
+    """Class-agnostic NMS: of detections overlapping by more than ``iou``, whatever their classes, the highest score
+    stays (CenterNet can put peaks of several classes on one object). Order kept (descending score)."""
+    if len(detections) < 2:
+        return detections
+    keep = np.zeros(len(detections), dtype=bool)
+    keep[nms(torch.from_numpy(detections.boxes), torch.from_numpy(detections.scores), iou).numpy()] = True
+    return detections.select(keep)
+
+
 class BaseDetector(ABC):
     """What every backend shares: input checks, letterbox, thresholds, timing. Subclasses implement ``infer``.
 
@@ -52,29 +71,31 @@ class BaseDetector(ABC):
     input_size: int
 
     def predict(self, x: ImageInput | list[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
-                classes: Sequence[int | str] | None = None) -> Detections | list[Detections]:
+                classes: Sequence[int | str] | int | str | None = None,
+                agnostic: bool = False) -> Detections | list[Detections]:
         """Detect objects in one image or a list of images (run as one batch).
 
         ``x``: an ``[H, W, 3]`` uint8 RGB array, an image path, or a list of them. Returns :class:`Detections`
-        (a list of them for a list) with ``score >= conf``, optionally only of ``classes`` (names or indices).
-        ``flip``: average with the mirrored image (test-time augmentation, as in evaluation).
+        (a list of them for a list) with ``score >= conf``, optionally only of ``classes`` (names or indices, or
+        one of them). ``flip``: average with the mirrored image (test-time augmentation, as in evaluation).
+        ``agnostic``: of detections of different classes in one place, keep the best (``suppress_duplicates``).
         """
         images = [as_image(item) for item in x] if isinstance(x, list) else [as_image(x)]
         if not images:
             raise ValueError("predict got an empty list of images")
         batch, meta = self.prepare(images)
         detections, _, _ = self.infer(batch, meta, flip)
-        results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names))
+        results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names), agnostic)
         return results if isinstance(x, list) else results[0]
 
     def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
-                      flip: bool = False, heatmap: bool = False) -> FrameResult:
+                      flip: bool = False, heatmap: bool = False, agnostic: bool = False) -> FrameResult:
         """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``)."""
         start = time.perf_counter()
         batch, meta = self.prepare([image])
         prepared = time.perf_counter()
         detections, heat, model_time = self.infer(batch, meta, flip, heatmap)
-        detections = self.to_detections(detections, conf, classes)[0]
+        detections = self.to_detections(detections, conf, classes, agnostic)[0]
         times = {"preprocess": prepared - start, "model": model_time}
         times["decode"] = time.perf_counter() - prepared - model_time
         return FrameResult(detections, heat, times)
@@ -92,16 +113,18 @@ class BaseDetector(ABC):
         """Prepared ``[B, 3, S, S]`` uint8 batch and ``meta [B, 4]`` -> (``postprocess``-style dict in original
         pixels, the first image's ``[C, h, w]`` heatmap probabilities or None, seconds spent in the network)."""
 
-    def to_detections(self, detections: dict[str, torch.Tensor], conf: float,
-                      classes: list[int] | None) -> list[Detections]:
-        """Batched ``postprocess`` output -> one :class:`Detections` per image, thresholded and filtered."""
+    def to_detections(self, detections: dict[str, torch.Tensor], conf: float, classes: list[int] | None,
+                      agnostic: bool = False) -> list[Detections]:
+        """Batched ``postprocess`` output -> one :class:`Detections` per image, thresholded and filtered, and with
+        ``agnostic`` the same-place duplicates of other classes suppressed (after the class filter)."""
         results = []
         for boxes, scores, labels in zip(detections["boxes"], detections["scores"], detections["labels"]):
             result = Detections.from_arrays(boxes, scores, labels, self.class_names)
             keep = result.scores >= conf
             if classes is not None:
                 keep &= np.isin(result.labels, classes)
-            results.append(result.select(keep))
+            result = result.select(keep)
+            results.append(suppress_duplicates(result) if agnostic else result)
         return results
 
 
@@ -164,16 +187,20 @@ class OnnxDetector(BaseDetector):
     """A model exported by ``detector.export.export_onnx``, run with onnxruntime on the CPU.
 
     The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
-    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap.
+    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap, fp32
+    only. ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime
 
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist")
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
         self.input_size = info["input_size"]

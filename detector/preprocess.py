@@ -68,9 +68,12 @@ def letterbox_boxes(boxes: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
 def unletterbox_boxes(boxes: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     """Input pixels -> original pixels, clipped to the original image.
 
-    ``boxes [B, K, 4]`` xyxy in input pixels, ``meta [B, 4]``; returns ``[B, K, 4]`` xyxy in original pixels.
+    A batch: ``boxes [B, K, 4]`` xyxy in input pixels and ``meta [B, 4]`` -> ``[B, K, 4]``; one image: ``boxes
+    [K, 4]`` and its ``meta [4]`` (as ``letterbox`` returns it, as a tensor) -> ``[K, 4]``. xyxy in original pixels.
     Pure torch, so it can live inside an exported graph.
     """
+    if meta.dim() == 1:
+        return unletterbox_boxes(boxes[None], meta[None])[0]
     scale = meta[:, None, :2]  # [B, 1, 2]
     boxes = boxes / torch.cat([scale, scale], dim=-1)
     return clip_xyxy(boxes, meta[:, None, 2], meta[:, None, 3])

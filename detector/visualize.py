@@ -38,10 +38,15 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, i
 
 
 def draw_detections(image: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of the RGB ``image`` with each box (xyxy in the image's pixels), class name and score drawn."""
+    """A copy of the RGB ``image`` with each box (xyxy in the image's pixels), class name and score drawn.
+
+    Drawn from the lowest score to the highest, so where boxes and labels overlap (CenterNet can put peaks of
+    several classes on one object) the most confident label is the one on top.
+    """
     out = image.copy()
     thickness = max(1, round(min(image.shape[:2]) / 320))
-    for box, score, label, name in zip(detections.boxes, detections.scores, detections.labels, detections.names):
+    for i in np.argsort(detections.scores, kind="stable"):  # ascending: the highest score is drawn last
+        box, score, label, name = detections.boxes[i], detections.scores[i], detections.labels[i], detections.names[i]
         x1, y1, x2, y2 = (int(round(v)) for v in box.tolist())
         color = class_color(int(label))
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
@@ -49,14 +54,19 @@ def draw_detections(image: np.ndarray, detections: Detections) -> np.ndarray:
     return out
 
 
-def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, input_size: int, alpha: float = 0.45) -> np.ndarray:
+def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray, input_size: int, alpha: float = 0.45,
+                    classes: Sequence[int] | None = None) -> np.ndarray:
     """Blend the class heatmaps over the RGB ``image`` (max over classes, JET colour map).
 
-    ``heatmap [C, h, w]`` float probabilities on the output grid of ``image`` letterboxed at ``input_size``.
+    ``heatmap [C, h, w]`` float probabilities on the output grid of ``image`` letterboxed at ``input_size``;
+    ``classes``: only these class indices (None: every class).
     """
     H, W = image.shape[:2]
     new_w, new_h, input_w, input_h = letterbox_shape(W, H, input_size)
-    heat = cv2.resize(heatmap.max(axis=0), (input_w, input_h), interpolation=cv2.INTER_LINEAR)[:new_h, :new_w]
+    if classes is not None:
+        heatmap = heatmap[list(classes)]  # [len(classes), h, w]
+    peak = heatmap.max(axis=0) if len(heatmap) else np.zeros(heatmap.shape[1:], dtype=np.float32)
+    heat = cv2.resize(peak, (input_w, input_h), interpolation=cv2.INTER_LINEAR)[:new_h, :new_w]
     heat = cv2.resize(heat, (W, H), interpolation=cv2.INTER_LINEAR)
     colored = cv2.applyColorMap(np.clip(heat * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(image, 1 - alpha, cv2.cvtColor(colored, cv2.COLOR_BGR2RGB), alpha, 0)
@@ -104,11 +114,16 @@ def _grid_cell(image: np.ndarray, detections: Detections, conf: float, tile: int
     return draw_detections(boxed, Detections(boxes, kept.scores, kept.labels, kept.names))
 
 
-def annotate(image: np.ndarray, result: FrameResult, input_size: int, fps: float | None = None) -> np.ndarray:
-    """The demo's frame: optional heatmap overlay, the detections, and the frame rate in the top-left corner."""
+def annotate(image: np.ndarray, result: FrameResult, input_size: int,
+             classes: Sequence[int] | None = None) -> np.ndarray:
+    """The demo's frame: optional heatmap overlay (of ``classes`` only, if given) and the detections."""
     if result.heatmap is not None:
-        image = heatmap_overlay(image, result.heatmap, input_size)
-    out = draw_detections(image, result.detections)
-    if fps is not None:
-        draw_label(out, f"{fps:.1f} FPS", 0, 0, (0, 0, 0))
+        image = heatmap_overlay(image, result.heatmap, input_size, classes=classes)
+    return draw_detections(image, result.detections)
+
+
+def draw_fps(image: np.ndarray, fps: float) -> np.ndarray:
+    """A copy of ``image`` with the frame rate in the top-left corner (for a window, never for a saved file)."""
+    out = image.copy()
+    draw_label(out, f"{fps:.1f} FPS", 0, 0, (0, 0, 0))
     return out

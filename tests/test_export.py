@@ -103,8 +103,9 @@ def test_demo_runs_the_onnx_model(exported, tmp_path):
     assert "1 frames" in result.stdout and (tmp_path / "out" / "a.png").is_file()
 
 
-def test_export_refuses_bad_format_and_missing_folder(exported, tmp_path):
+def test_export_refuses_bad_format_and_an_output_folder_it_cannot_make(exported, tmp_path):
     with pytest.raises(ValueError, match="'tflite'"):
         export_checkpoint(exported[0], "tflite", tmp_path / "m.tflite")
-    with pytest.raises(ExportError, match="nowhere"):  # an OSError
-        export_checkpoint(exported[0], "onnx", tmp_path / "nowhere" / "m.onnx")
+    (tmp_path / "blocker").write_text("a file where the output folder should be")
+    with pytest.raises(ExportError, match="blocker"):  # an OSError
+        export_checkpoint(exported[0], "onnx", tmp_path / "blocker" / "m.onnx")
