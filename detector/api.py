@@ -6,6 +6,9 @@ do the work and return it. Inference alone needs none of this: see ``detector.De
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +28,36 @@ DEFAULT_CONFIG = "synthetic.yaml"
 # Data options that only shape the training augmentation: the evaluation does not offer them.
 TRAIN_ONLY_DATA_OPTIONS = {"augmentation", "scale_range", "crop_scales", "lighting", "flip_prob", "colour_jitter",
                            "min_visibility", "min_box_size"}
+# Lightning's messages that bury ours: its advertising tips, the checkpoint it loads (we say which), accelerators
+# this machine has none of. Matched at the start of the message.
+LIGHTNING_NOISE = ("💡 Tip:", "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
+                   "Restored all states from the checkpoint", "TPU available:", "HPU available:")
+# The module's per-epoch line, dropped where there is no epoch: a checkpoint's evaluation (the table follows).
+EPOCH_LINE = ("epoch ",)
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+@contextmanager
+def quiet_lightning(prefixes: tuple[str, ...] = ()):
+    """Drop :data:`LIGHTNING_NOISE` (and messages starting with ``prefixes``) from Lightning's info log, and its
+    deprecation warning about its own pytree use, while the block runs."""
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")  # rank_zero_info's, ours included
+    drop = _DropMessages(LIGHTNING_NOISE + tuple(prefixes))
+    logger.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
+            yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def packaged_configs() -> list[Path]:
@@ -121,6 +154,11 @@ def train(args: list[str]) -> DetectorCLI:
     Without ``--config`` the packaged ``synthetic.yaml`` is the default config (so ``--help`` shows its values).
     Returns the CLI with ``best_checkpoint`` and ``last_checkpoint`` set (paths or None).
     """
+    with quiet_lightning():
+        return _train(args)
+
+
+def _train(args: list[str]) -> DetectorCLI:
     defaults = {} if _has_config(args) else {"default_config_files": [str(config_path(DEFAULT_CONFIG))]}
     cli = DetectorCLI(CenterNetModule, DetectionDataModule, run=False, args=_with_packaged_configs(args),
                       save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
@@ -132,7 +170,8 @@ def train(args: list[str]) -> DetectorCLI:
     cli.last_checkpoint = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
     cli.reported = cli.config.get("report_checkpoint") or "best"
     reported = cli.last_checkpoint if cli.reported == "last" else cli.best_checkpoint
-    trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
+    with quiet_lightning(EPOCH_LINE):  # the reported checkpoint's table follows, under its name
+        trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
     return cli
 
 
@@ -183,7 +222,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     state = load_checkpoint(checkpoint)
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
-    datamodule = DetectionDataModule(**{**options, **(data or {})})
+    datamodule = DetectionDataModule(**_without_training_split({**options, **(data or {})}))
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
     info = read_description(state)
@@ -192,7 +231,17 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
                             head_channels=info.head_channels, flip_test=flip_test, nms_iou=nms_iou)
     model.load_state_dict(state["state_dict"])
     model.results_path = str(results) if results else None
-    trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
-                         precision=precision, default_root_dir=str(Path(checkpoint).parent))
-    trainer.validate(model, datamodule=datamodule, verbose=False)
+    with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table
+        trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                             precision=precision, default_root_dir=str(Path(checkpoint).parent))
+        trainer.validate(model, datamodule=datamodule, verbose=False)
     return model.last_result
+
+
+def _without_training_split(options: dict[str, Any]) -> dict[str, Any]:
+    """COCO-format data given by its validation json alone: the data module asks for a training json too, which
+    evaluation never reads (``setup("validate")`` builds the validation split only), so the validation files
+    stand in for it."""
+    if options.get("dataset") == "coco" and options.get("root") is None and options.get("train_json") is None:
+        return {**options, "train_json": options.get("val_json"), "train_images": options.get("val_images")}
+    return options

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from typing import Callable
 
 from jsonargparse import ArgumentParser
@@ -23,6 +24,11 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
 
 USAGE = "usage: centernet {train,eval,demo,export} [options]   (centernet <command> --help: its options)"
+# torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
+# TorchScript itself are deprecated (both still work, and are what detector/export.py uses), and constant folding
+# of the slices in the decoding is skipped.
+EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The feature will be removed",
+                r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 
 
 def train_main(args: list[str] | None = None):
@@ -174,7 +180,10 @@ def export_main(args: list[str] | None = None) -> None:
     from detector.export import export_checkpoint
 
     config = export_parser().parse_args(list(sys.argv[1:] if args is None else args))
-    path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections)
+    with warnings.catch_warnings():
+        for message in EXPORT_NOISE:
+            warnings.filterwarnings("ignore", message=message)
+        path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections)
     print(f"wrote {path} ({config.format}; input images uint8 [B, 3, S, S] letterboxed RGB; outputs boxes, scores, "
           f"labels)")
 

@@ -86,15 +86,21 @@ def _summary_lines(text: str) -> str:
 
 
 def format_table(result: CocoResult, title: str = "") -> str:
-    """A human-readable table: the summary metrics (0-100) and the per-class AP."""
+    """A human-readable table: the summary metrics (0-100) and the per-class AP; ``-`` where there is nothing to
+    score (a size range or a class without ground truth: COCOeval's -1, our NaN)."""
     lines = [title] if title else []
     lines.append("  ".join(f"{name:>9}" for name in COCO_METRICS))
-    lines.append("  ".join(f"{100 * result.metrics[name]:9.2f}" for name in COCO_METRICS))
+    lines.append("  ".join(f"{_percent(result.metrics[name]):>9}" for name in COCO_METRICS))
     if result.per_class:
         width = max(len(name) for name in result.per_class)
         lines.append("per-class AP:")
-        lines += [f"  {name:<{width}}  {100 * ap:6.2f}" for name, ap in result.per_class.items()]
+        lines += [f"  {name:<{width}}  {_percent(ap):>6}" for name, ap in result.per_class.items()]
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    """0..1 -> ``"12.34"``; ``"-"`` for no value (negative or NaN)."""
+    return f"{100 * value:.2f}" if value >= 0 else "-"
 
 
 @dataclass
