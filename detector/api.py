@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from jsonargparse import ArgumentParser
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from detector.callbacks import LastCheckpoint
 from detector.checkpoint import CheckpointError, check_classes, load_checkpoint, read_description
@@ -127,9 +128,22 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> str | None:
             raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
         ckpt_path = str(candidates[-1])
     state = load_checkpoint(ckpt_path)
+    _continue_run_folder(ckpt_path, trainer)
     if trainer.is_global_zero:
         print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
     return ckpt_path
+
+
+def _continue_run_folder(ckpt_path: str, trainer: pl.Trainer) -> None:
+    """A checkpoint of this logger's ``version_N/checkpoints/``: the resumed run logs to that same ``version_N``
+    (one TensorBoard run; the best-checkpoint tracking, kept per folder, goes on) instead of a new version."""
+    logger = trainer.logger
+    run = Path(ckpt_path).resolve().parent.parent  # <root>/version_N
+    if not isinstance(logger, TensorBoardLogger) or Path(ckpt_path).resolve().parent.name != "checkpoints":
+        return
+    number = run.name.removeprefix("version_")
+    if run.parent == Path(logger.root_dir).resolve() and run.name.startswith("version_") and number.isdigit():
+        logger._version = int(number)  # read lazily, when fit sets up
 
 
 def _has_config(args: list[str]) -> bool:

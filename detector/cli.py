@@ -16,6 +16,7 @@ import argparse
 import shlex
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from jsonargparse import ArgumentParser
@@ -55,7 +56,9 @@ def _print_train_report(cli) -> None:
         quoted = shlex.quote(best or last)
         print(f"evaluate:    python tools/eval.py --checkpoint {quoted}")
         print(f"demo:        python tools/demo.py --checkpoint {quoted} --source <video, image, folder or webcam 0>")
-        print("resume:      python tools/train.py --config <same config> --ckpt_path last")
+    if last:
+        config = shlex.quote(str(Path(log_dir) / "config.yaml"))  # the run's whole configuration, overrides included
+        print(f"resume:      python tools/train.py --config {config} --ckpt_path {shlex.quote(last)}")
 
 
 def eval_main(args: list[str] | None = None) -> dict[str, float]:
