@@ -76,8 +76,8 @@ def test_console_script_targets_import():
 @pytest.mark.parametrize("command,expected,absent", [
     ("train", ["--model.neck", "--data.root", "default: 160", "default: 24"], []),
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
-     ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "augmentation", "crop_scales",
-      "lighting"]),
+     ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augmentation",
+      "crop_scales", "--data.lighting"]),
     ("demo", ["--source", "--show {true,false}", "--classes"], []),
     ("export", ["--format", "--max_detections"], []),
 ])
