@@ -26,7 +26,7 @@ def copied_radius(w, h, o):
 
 
 def test_radius_hand_values_for_several_overlaps():
-    for w, h in [(10.0, 20.0), (3.0, 3.0), (100.0, 7.0), (0.5, 40.0)]:
+    for w, h in [(10.0, 20.0), (3.0, 3.0), (100.0, 7.0), (0.5, 40.0), (0.1, 0.2)]:  # 0.1 x 0.2: b^2 - 4ac < 1
         for o in (0.3, 0.5, 0.7, 0.9):
             ours = float(gaussian_radius(torch.tensor(w, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), o))
             assert math.isclose(ours, shrink_radius(w, h, o), rel_tol=1e-9), (w, h, o)
@@ -58,16 +58,31 @@ def test_a_16x24_map_indexes_rows_by_width_and_clamps_each_axis_by_its_own_size(
     # input 64 x 96 px at stride 4 -> h = 16, w = 24
     boxes = torch.tensor([[[78.0, 24.0, 92.0, 36.0],  # centre (85, 30) px -> (21.25, 7.5) cells
                            [88.0, 60.0, 102.0, 70.0],  # centre (95, 65) -> (23.75, 16.25): y past the map
-                           [-10.0, 2.0, 4.0, 6.0]]])  # centre (-3, 4) -> x before the map
-    t = encode(boxes, torch.tensor([[1, 0, 1]]), torch.tensor([[True, True, True]]), 2, (16, 24), 4)
+                           [-10.0, 2.0, 4.0, 6.0],  # centre (-3, 4) -> x before the map
+                           [90.0, 20.0, 104.0, 30.0]]])  # centre (97, 25) -> (24.25, 6.25): x past the map
+    t = encode(boxes, torch.tensor([[1, 0, 1, 0]]), torch.ones(1, 4, dtype=torch.bool), 2, (16, 24), 4)
     assert t["heatmap"].shape == (1, 2, 16, 24)
-    assert t["index"][0].tolist() == [7 * 24 + 21, 15 * 24 + 23, 1 * 24 + 0]
+    assert t["index"][0].tolist() == [7 * 24 + 21, 15 * 24 + 23, 1 * 24 + 0, 6 * 24 + 23]
     assert t["heatmap"][0, 1, 7, 21] == 1 and t["heatmap"][0, 0, 15, 23] == 1 and t["heatmap"][0, 1, 1, 0] == 1
-    assert torch.allclose(t["offset"][0], torch.tensor([[0.25, 0.5], [0.75, 1.25], [-0.75, 0.0]]))
-    assert torch.allclose(t["size"][0], torch.tensor([[3.5, 3.0], [3.5, 2.5], [3.5, 1.0]]))
+    assert torch.allclose(t["offset"][0], torch.tensor([[0.25, 0.5], [0.75, 1.25], [-0.75, 0.0], [1.25, 0.25]]))
+    assert torch.allclose(t["size"][0], torch.tensor([[3.5, 3.0], [3.5, 2.5], [3.5, 1.0], [3.5, 2.5]]))
     # the Gaussian at the right border does not wrap around to the start of the next row, nor the left one back
     assert t["heatmap"][0, 0, 15, 0] == 0 and t["heatmap"][0, 1, 8, 0] == 0 and t["heatmap"][0, 1, 0, 23] == 0
-    assert (t["heatmap"] == 1).sum() == 3
+    assert (t["heatmap"] == 1).sum() == 4
+
+
+def test_gaussian_extent_follows_each_box_radius_in_one_batch():
+    # 40 x 10 cells: radius 1.26 -> 1 (a 3 x 3 window); 2 x 2 cells: radius 0.16 -> 0 (the centre cell alone).
+    # One call with both: the shared window is sized by the largest radius, each Gaussian is cut at its own.
+    assert int(gaussian_radius(torch.tensor(40.0), torch.tensor(10.0))) == 1
+    assert int(gaussian_radius(torch.tensor(10.0), torch.tensor(10.0))) == 0
+    boxes = torch.tensor([[[0.0, 44.0, 160.0, 84.0], [96.0, 8.0, 104.0, 16.0]]])  # centres (20, 16), (25, 3) cells
+    t = encode(boxes, torch.tensor([[0, 1]]), torch.tensor([[True, True]]), 2, (32, 40), 4)
+    wide, small = t["heatmap"][0, 0], t["heatmap"][0, 1]
+    assert (wide > 0).sum() == 9 and (wide[15:18, 19:22] > 0).all()
+    sigma = (2 * 1 + 1) / 6
+    assert math.isclose(float(wide[17, 21]), math.exp(-2 / (2 * sigma ** 2)), rel_tol=1e-6)
+    assert (small > 0).sum() == 1 and small[3, 25] == 1
 
 
 def test_each_gaussian_goes_to_its_own_image_and_class():
