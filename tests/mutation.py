@@ -5,6 +5,7 @@ Run from the repository root (not collected by pytest: the name does not start w
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE NO_ALBUMENTATIONS_UPDATE=1 python tests/mutation.py
     python tests/mutation.py --modules targets,decode     # some modules only
     python tests/mutation.py --list                       # print the mutants, run nothing
+    python tests/mutation.py --survivors before.log       # only the mutants a previous run printed as SURVIVED
 
 Mutants are enumerated deterministically with ``ast`` (same source, same list, same order): operator swaps
 (``+``/``-``, ``*``/``/``, ``<``/``<=``, ``>``/``>=``, ``==``/``!=``, ``is``/``is not``, ``in``/``not in``,
@@ -236,12 +237,15 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
         time.sleep(0.05)
 
 
-def mutate_module(name: str, list_only: bool, log_dir: Path) -> tuple[int, list[tuple[Mutant, str]]]:
+def mutate_module(name: str, list_only: bool, log_dir: Path,
+                  only: set[str] | None = None) -> tuple[int, list[tuple[Mutant, str]]]:
     path, args = MODULES[name]
     args = [a for a in args if not a.startswith("tests/") or (ROOT / a).is_file()]
     file = ROOT / path
     original = file.read_bytes()
     mutants = enumerate_mutants(original.decode())
+    if only is not None:
+        mutants = [m for m in mutants if f"{path}:{m.line}: {m.change}" in only]
     if list_only:
         for m in mutants:
             print(f"{path}:{m.line}: {m.change}")
@@ -272,8 +276,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", default=",".join(MODULES), help="comma-separated, from: " + ", ".join(MODULES))
     parser.add_argument("--list", action="store_true", help="print the mutants and run nothing")
+    parser.add_argument("--survivors", type=Path, help="re-run only the mutants this earlier output lists as SURVIVED "
+                                                       "(same source: a mutant is named by file, line and change)")
     options = parser.parse_args()
     names = options.modules.split(",")
+    only = None
+    if options.survivors:
+        only = {line.split("SURVIVED ", 1)[1].split("    |")[0] for line in options.survivors.read_text().splitlines()
+                if "SURVIVED " in line}
     if not options.list:
         _preimport()
     log_dir = Path(tempfile.mkdtemp(prefix="mutation-logs-"))
@@ -281,7 +291,7 @@ def main() -> None:
     start = time.perf_counter()
     try:
         for name in names:
-            total, survivors = mutate_module(name, options.list, log_dir)
+            total, survivors = mutate_module(name, options.list, log_dir, only)
             summary.append((name, total, survivors))
     finally:
         paths = [MODULES[name][0] for name in names]

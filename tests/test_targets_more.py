@@ -116,3 +116,15 @@ def test_ignore_regions_hand_case_with_edges_on_cell_centres():
     assert torch.equal(regions, expected)
     none = ignore_regions(crowd, torch.zeros_like(mask), (8, 8), 4)
     assert not none.any()
+
+
+def test_a_gaussian_in_the_last_corner_of_the_last_image_and_class_stays_in_the_map():
+    # a 30 x 30 cell box centred on cell (23, 15), the bottom-right cell of a 16 x 24 map: radius 2.45 -> 2, so
+    # the window reaches 2 cells past the map's right and bottom edges, in the very last plane of the batch
+    boxes = torch.tensor([[[0.0, 0.0, 8.0, 8.0]], [[34.0, 2.0, 154.0, 122.0]]])  # centre (94, 62) px
+    t = encode(boxes, torch.tensor([[0], [1]]), torch.ones(2, 1, dtype=torch.bool), 2, (16, 24), 4)
+    last = t["heatmap"][1, 1]
+    assert last[15, 23] == 1 and (last > 0).sum() == 9  # the 3 x 3 quarter of the 5 x 5 window inside the map
+    sigma = (2 * 2 + 1) / 6
+    assert math.isclose(float(last[13, 21]), math.exp(-8 / (2 * sigma ** 2)), rel_tol=1e-6)
+    assert t["heatmap"][1, 0].sum() == 0 and t["heatmap"][0, 0, 1, 1] == 1
