@@ -107,3 +107,21 @@ def test_peaks_with_a_larger_kernel_keeps_only_5x5_maxima():
 def test_local_max_pads_with_minus_infinity():
     heat = torch.full((1, 1, 2, 3), -7.0)
     assert torch.equal(local_max(heat), heat)  # a zero padding would make every negative cell lose to the border
+
+
+def test_flip_merge_of_saturated_probabilities_stays_finite():
+    ones = torch.ones(1, 2, 1, 2)
+    plain = {"heatmap": torch.tensor([[[[100.0, -100.0]]]]), "offset": ones, "size": ones}
+    merged = flip_merge(plain, mirror(plain) | {"heatmap": torch.tensor([[[[-100.0, 100.0]]]])})
+    assert torch.isfinite(merged["heatmap"]).all()  # probabilities exactly 0 and 1 are clamped before the logit
+    assert merged["heatmap"][0, 0, 0, 0] > 15 and merged["heatmap"][0, 0, 0, 1] < -15
+
+
+def test_decode_keeps_100_detections_by_default():
+    g = torch.Generator().manual_seed(2)
+    outputs = {"heatmap": torch.randn(1, 2, 16, 16, generator=g), "offset": torch.zeros(1, 2, 16, 16),
+               "size": torch.ones(1, 2, 16, 16)}
+    out = decode(outputs)
+    assert out["boxes"].shape == (1, 100, 4)
+    assert torch.allclose(decode(outputs, stride=4)["boxes"], out["boxes"])
+    assert torch.allclose(decode(outputs, stride=8)["boxes"], 2 * out["boxes"])  # the default stride is 4
