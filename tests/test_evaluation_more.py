@@ -93,7 +93,20 @@ def test_coco_evaluate_restricts_to_the_given_image_ids():
     assert coco_evaluate(gt, results, image_ids=[7, 7]).metrics["AP"] == pytest.approx(1.0)
     everything = coco_evaluate(gt, results)
     assert everything.metrics["AP"] < 0.6  # toothbrush recall 1/2, bicycle never found
-    assert everything.per_class["bicycle"] == 0.0 and everything.per_class["toothbrush"] < 1
+    assert everything.per_class["bicycle"] == 0.0
+    # toothbrush: precision 1 up to recall 0.5, 0 beyond, at every IoU threshold: 51 of 101 recall points
+    assert everything.per_class["toothbrush"] == pytest.approx(51 / 101)
+    subset = coco_evaluate(gt, results, image_ids=[7]).per_class
+    assert subset["toothbrush"] == pytest.approx(1.0) and np.isnan(subset["bicycle"])  # no bicycle on image 7
+
+
+def test_per_class_ap_counts_up_to_100_detections_per_image():
+    anns = [annotation(i + 1, 1, 5, [20 * (i % 6), 30 * (i // 6), 10, 10]) for i in range(12)]  # 12 objects
+    gt = make_coco([{"id": 1, "width": 200, "height": 200}], anns, [{"id": 5, "name": "coin"}])
+    results = [det(1, 5, a["bbox"], 0.9 - 0.01 * i) for i, a in enumerate(anns)]
+    result = coco_evaluate(gt, results)
+    assert result.metrics["AP"] == pytest.approx(1.0)
+    assert result.per_class["coin"] == pytest.approx(1.0)  # maxDets 100, not 1 or 10
 
 
 def test_coco_summary_and_table_name_each_metric():
@@ -108,6 +121,34 @@ def test_coco_summary_and_table_name_each_metric():
     no_title = format_table(CocoResult({name: 0.5 for name in ("AP", "AP50", "AP75", "AP_small", "AP_medium",
                                                                  "AP_large")}))
     assert no_title.splitlines()[1].split() == ["50.00"] * 6 and "per-class" not in no_title
+
+
+def test_no_detections_score_zero_for_every_class():
+    result = coco_evaluate(two_image_dataset(), [])
+    assert result.per_class == {"bicycle": 0.0, "toothbrush": 0.0}
+    assert set(result.metrics.values()) == {0.0}
+
+
+def test_voc07_without_classes_and_annotations_without_iscrowd():
+    empty = voc07_map(make_coco([{"id": 1, "width": 10, "height": 10}], [], []), [])
+    assert empty == {"mAP50_11pt": 0.0, "mAP50_allpt": 0.0}
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100}]  # no iscrowd key
+    gt = make_coco([{"id": 1, "width": 50, "height": 50}], anns, [{"id": 1, "name": "thing"}])
+    assert voc07_map(gt, [det(1, 1, [0, 0, 10, 10], 0.8)])["mAP50_11pt"] == pytest.approx(1.0)
+
+
+def test_per_class_table_aligns_the_ap_column():
+    result = CocoResult({name: 0.0 for name in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")},
+                        {"a": 0.5, "toothbrush": 0.25})
+    lines = format_table(result).splitlines()
+    rows = lines[lines.index("per-class AP:") + 1:]
+    assert rows == ["  a            50.00", "  toothbrush   25.00"]
+
+
+def test_detections_to_coco_rounds_boxes_to_2_and_scores_to_5_decimals():
+    out = detections_to_coco(torch.tensor([1]), torch.tensor([[[1.23456, 2.0, 4.56789, 3.0]]]),
+                             torch.tensor([[0.123456789]]), torch.tensor([[0]]), [3])
+    assert out[0]["bbox"] == pytest.approx([1.23, 2.0, 3.33, 1.0], abs=1e-6) and out[0]["score"] == 0.12346
 
 
 def test_detections_to_coco_gapped_category_ids_and_min_score():
