@@ -69,6 +69,9 @@ def test_voc07_image_subset_and_empty_results():
     only_2 = voc07_map(gt, results, image_ids=[2])
     assert only_2["AP50_11pt/bus"] == pytest.approx(0.5)
     assert only_2["AP50_11pt/car"] == 0.0  # no car object on image 2: nothing to recall
+    # a class with detections but no object on the chosen images scores 0, not NaN
+    no_cars = voc07_map(gt, results + [det(2, 3, [0, 0, 50, 50], 0.95)], image_ids=[2])
+    assert no_cars["AP50_11pt/car"] == 0.0 and no_cars["mAP50_allpt"] == pytest.approx(0.25)
     empty = voc07_map(gt, [])
     assert empty["mAP50_11pt"] == 0.0 and empty["mAP50_allpt"] == 0.0
 
