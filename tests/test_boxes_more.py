@@ -29,6 +29,8 @@ def test_iou_hand_values():
     expected = torch.tensor([[1 / 3, 1.0, 0.0, 0.0, 0.25]])
     assert torch.allclose(iou_xyxy(a, b), expected)
     assert torch.allclose(matched_iou_xyxy(a.expand(5, 4), b), expected[0])
+    batched = matched_iou_xyxy(a.expand(2, 5, 4), b.expand(2, 5, 4))  # any leading shape: [2, 5, 4] -> [2, 5]
+    assert batched.shape == (2, 5) and torch.allclose(batched, expected.expand(2, 5))
     empty = torch.zeros(1, 4)  # two empty boxes: 0, not NaN
     assert iou_xyxy(empty, empty).item() == 0 and matched_iou_xyxy(empty, empty).item() == 0
 

@@ -127,3 +127,45 @@ def test_scale_range_drives_the_size_and_bad_ranges_are_refused():
         with pytest.raises(ValueError, match="scale_range"):
             TrainTransform(128, scale_range=bad)
     TrainTransform(128, scale_range=(1.0, 1.0))
+
+
+def white_width(out):
+    """Width in pixels of the white (255) region of a transformed all-white image (the canvas padding is grey)."""
+    columns = (out["image"] == 255).all(dim=0).any(dim=0)
+    return int(columns.sum())
+
+
+def test_the_random_scale_covers_its_range_in_whole_pixels():
+    sample = Sample(np.full((100, 200, 3), 255, dtype=np.uint8), np.zeros((0, 4), dtype=np.float32),
+                    np.zeros(0, dtype=np.int64), 1)
+    fixed = dict(flip_prob=0.0, colour_jitter=0.0)
+    widths = {white_width(TrainTransform(128, scale_range=(0.5, 1.0), seed=s, **fixed)(sample)) for s in range(12)}
+    assert min(widths) >= 64 and max(widths) <= 128 and len(widths) > 4, widths
+    # 0.6 * 128 = 76.8: the longest side is rounded to 77, not truncated to 76
+    assert {white_width(TrainTransform(128, scale_range=(0.6, 0.6), seed=s, **fixed)(sample)) for s in range(6)} == {77}
+    # a scale that rounds to 0 px still gives a 1 px image
+    for seed in range(6):
+        assert white_width(TrainTransform(128, scale_range=(0.001, 0.008), seed=seed, **fixed)(sample)) == 1
+
+
+def test_colour_jitter_both_darkens_and_brightens():
+    sample = Sample(np.full((64, 64, 3), 120, dtype=np.uint8), np.zeros((0, 4), dtype=np.float32),
+                    np.zeros(0, dtype=np.int64), 1)
+    means = [float(TrainTransform(64, scale_range=(1.0, 1.0), flip_prob=0.0, colour_jitter=0.4, seed=s)(sample)
+                   ["image"].float().mean()) for s in range(12)]
+    assert min(means) < 115 and max(means) > 125, means
+    assert min(means) > 0.6 * 120 - 2 and max(means) < 1.4 * 120 + 2, means  # brightness factor in [0.6, 1.4]
+    hue = next(t for t in TrainTransform(64, colour_jitter=0.4).pipeline.transforms if hasattr(t, "hue")).hue
+    assert hue == pytest.approx((-0.04, 0.04))  # hue gets a tenth of the jitter
+
+
+def test_documented_defaults():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(TrainTransform).parameters.items()}
+    assert defaults["scale_range"] == (0.6, 1.4) and defaults["flip_prob"] == 0.5
+    assert defaults["colour_jitter"] == 0.3 and defaults["min_visibility"] == 0.3 and defaults["min_box_size"] == 2.0
+    image = np.zeros((128, 128, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 11.5, 40], [50, 50, 52.5, 90]], dtype=np.float32)  # 1.5 and 2.5 px wide
+    out = TrainTransform(128, scale_range=(1.0, 1.0), flip_prob=0.0, seed=0)(Sample(image, boxes, np.array([0, 1]), 1))
+    assert out["labels"].tolist() == [1]
