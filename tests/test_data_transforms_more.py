@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from detector.data import Sample, TrainTransform
+from detector.data import Sample, TrainTransform, collate_detection
 from detector.preprocess import letterbox
 
 COLOURS = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)])
@@ -46,6 +46,7 @@ def test_kept_boxes_are_visible_enough_and_the_others_are_dropped(min_visibility
             fraction = visible_fraction(out["image"], label, full_area)
             if label in kept:
                 box = out["boxes"][kept.index(label)].numpy()
+                assert (box >= 0).all() and (box <= 128).all()  # clipped to the canvas
                 box_fraction = (box[2] - box[0]) * (box[3] - box[1]) / full_area
                 assert box_fraction >= rule - 0.02, (label, box_fraction)
                 kept_partial += box_fraction < 0.95
@@ -169,3 +170,12 @@ def test_documented_defaults():
     boxes = np.array([[10, 10, 11.5, 40], [50, 50, 52.5, 90]], dtype=np.float32)  # 1.5 and 2.5 px wide
     out = TrainTransform(128, scale_range=(1.0, 1.0), flip_prob=0.0, seed=0)(Sample(image, boxes, np.array([0, 1]), 1))
     assert out["labels"].tolist() == [1]
+
+
+def test_collate_a_single_sample():
+    sample = {"image": torch.zeros(3, 32, 64, dtype=torch.uint8), "boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0]]),
+              "labels": torch.tensor([2]), "crowd_boxes": torch.zeros(0, 4), "image_id": 9,
+              "meta": torch.tensor([1.0, 1.0, 64.0, 32.0])}
+    batch = collate_detection([sample])
+    assert batch["boxes"].tolist() == [[[1.0, 2.0, 3.0, 4.0]]] and batch["labels"].tolist() == [[2]]
+    assert batch["mask"].tolist() == [[True]] and batch["crowd_boxes"].shape == (1, 0, 4)
