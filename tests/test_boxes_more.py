@@ -25,12 +25,13 @@ def test_iou_hand_values():
                       [0.0, 0.0, 4.0, 4.0],  # identical
                       [4.0, 0.0, 8.0, 4.0],  # touching edge
                       [10.0, 10.0, 12.0, 12.0],  # apart
-                      [1.0, 1.0, 3.0, 3.0]])  # inside: 4 / 16
-    expected = torch.tensor([[1 / 3, 1.0, 0.0, 0.0, 0.25]])
+                      [1.0, 1.0, 3.0, 3.0],  # inside: 4 / 16
+                      [0.0, 0.0, 2.0, 10.0]])  # narrower and taller: 8 / 28
+    expected = torch.tensor([[1 / 3, 1.0, 0.0, 0.0, 0.25, 2 / 7]])
     assert torch.allclose(iou_xyxy(a, b), expected)
-    assert torch.allclose(matched_iou_xyxy(a.expand(5, 4), b), expected[0])
-    batched = matched_iou_xyxy(a.expand(2, 5, 4), b.expand(2, 5, 4))  # any leading shape: [2, 5, 4] -> [2, 5]
-    assert batched.shape == (2, 5) and torch.allclose(batched, expected.expand(2, 5))
+    assert torch.allclose(matched_iou_xyxy(a.expand(6, 4), b), expected[0])
+    batched = matched_iou_xyxy(a.expand(2, 6, 4), b.expand(2, 6, 4))  # any leading shape: [2, 6, 4] -> [2, 6]
+    assert batched.shape == (2, 6) and torch.allclose(batched, expected.expand(2, 6))
     empty = torch.zeros(1, 4)  # two empty boxes: 0, not NaN
     assert iou_xyxy(empty, empty).item() == 0 and matched_iou_xyxy(empty, empty).item() == 0
 

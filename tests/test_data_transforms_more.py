@@ -179,3 +179,26 @@ def test_collate_a_single_sample():
     batch = collate_detection([sample])
     assert batch["boxes"].tolist() == [[[1.0, 2.0, 3.0, 4.0]]] and batch["labels"].tolist() == [[2]]
     assert batch["mask"].tolist() == [[True]] and batch["crowd_boxes"].shape == (1, 0, 4)
+
+
+def test_boxes_slightly_past_the_image_are_clipped_first():
+    image = np.zeros((128, 128, 3), dtype=np.uint8)
+    boxes = np.array([[100.0, 100.0, 128.5, 130.0]], dtype=np.float32)  # a reader's box half a pixel past the border
+    out = TrainTransform(128, scale_range=(1.0, 1.0), flip_prob=0.0, colour_jitter=0.0, seed=0)(
+        Sample(image, boxes, np.array([0]), 1))
+    np.testing.assert_allclose(out["boxes"].numpy(), [[100.0, 100.0, 128.0, 128.0]])
+
+
+def test_flip_and_colour_jitter_are_drawn_independently():
+    """Each augmentation gets its own derived seed. With one shared seed, the flip (p 0.5) and the jitter (p 0.8)
+    would read the same first random number, and every flipped image would also be jittered."""
+    image = np.full((128, 128, 3), 120, dtype=np.uint8)
+    image[:, :32] = 0  # a black stripe on the left shows the flip
+    sample = Sample(image, np.zeros((0, 4), dtype=np.float32), np.zeros(0, dtype=np.int64), 1)
+    seen = set()
+    for seed in range(40):
+        out = TrainTransform(128, scale_range=(1.0, 1.0), colour_jitter=0.3, seed=seed)(sample)["image"]
+        flipped = bool((out[:, :, -1] == 0).all())
+        jittered = bool((out[:, 64, 64] != 120).any())
+        seen.add((flipped, jittered))
+    assert seen == {(False, False), (False, True), (True, False), (True, True)}, seen

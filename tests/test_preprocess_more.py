@@ -33,6 +33,9 @@ def test_pad_value_is_the_mean_and_normalises_to_about_zero():
     (60, 100, 64, (38, 64, 64, 64)),  # portrait: height fills
     (640, 640, 512, (512, 512, 512, 512)),
     (1000, 1, 64, (64, 1, 64, 64)),  # a side never rounds to 0
+    (1, 1000, 64, (1, 64, 64, 64)),
+    (100, 67, 64, (64, 43, 64, 64)),  # 67 * 0.64 = 42.88: rounded, not truncated
+    (67, 100, 64, (43, 64, 64, 64)),
     (33, 70, None, (33, 70, 64, 96)),  # original resolution: pad up to multiples of 32
     (64, 32, None, (64, 32, 64, 32)),  # already multiples: no padding
     (1, 1, None, (1, 1, 32, 32)),
