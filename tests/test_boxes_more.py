@@ -32,6 +32,8 @@ def test_iou_hand_values():
     assert torch.allclose(matched_iou_xyxy(a.expand(6, 4), b), expected[0])
     batched = matched_iou_xyxy(a.expand(2, 6, 4), b.expand(2, 6, 4))  # any leading shape: [2, 6, 4] -> [2, 6]
     assert batched.shape == (2, 6) and torch.allclose(batched, expected.expand(2, 6))
+    assert torch.allclose(iou_xyxy(b, a), expected.T)  # symmetric: b's boxes are not square, a's is
+    assert torch.allclose(matched_iou_xyxy(b, a.expand(6, 4)), expected[0])
     empty = torch.zeros(1, 4)  # two empty boxes: 0, not NaN
     assert iou_xyxy(empty, empty).item() == 0 and matched_iou_xyxy(empty, empty).item() == 0
 
