@@ -27,7 +27,7 @@ def copied_radius(w, h, o):
 
 def test_radius_hand_values_for_several_overlaps():
     for w, h in [(10.0, 20.0), (3.0, 3.0), (100.0, 7.0), (0.5, 40.0), (0.1, 0.2)]:  # 0.1 x 0.2: b^2 - 4ac < 1
-        for o in (0.3, 0.5, 0.7, 0.9):
+        for o in (0.05, 0.1, 0.3, 0.5, 0.7, 0.9):
             ours = float(gaussian_radius(torch.tensor(w, dtype=torch.float64), torch.tensor(h, dtype=torch.float64), o))
             assert math.isclose(ours, shrink_radius(w, h, o), rel_tol=1e-9), (w, h, o)
             legacy = float(gaussian_radius(torch.tensor(w, dtype=torch.float64), torch.tensor(h, dtype=torch.float64),
