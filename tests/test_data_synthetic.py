@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pycocotools.coco import COCO
 
 from detector.data import SYNTHETIC_CLASSES, CocoDetection, synthetic_cache_root, synthetic_dataset
@@ -64,13 +65,15 @@ def test_cache_location_from_env_and_reuse(tmp_path, monkeypatch):
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
     import detector.data.synthetic as synthetic
 
+    written = []
+
     def interrupted(folder, *args):
         (folder / "train").mkdir(parents=True)
+        written.append(folder)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(synthetic, "write_synthetic", interrupted)
-    try:
+    with pytest.raises(KeyboardInterrupt):  # passed on to the caller, not swallowed
         synthetic_dataset(tmp_path, seed=0, num_train=2, num_val=1)
-    except KeyboardInterrupt:
-        pass
+    assert len(written) == 1 and not written[0].exists()  # the half-written folder was there, and is gone
     assert list(tmp_path.iterdir()) == []

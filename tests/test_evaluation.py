@@ -6,6 +6,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
+from detector import evaluation as evaluation_lib
 from detector.evaluation import Evaluator, coco_evaluate, detections_to_coco, gather_detections, voc07_map
 
 
@@ -80,10 +81,23 @@ def test_no_detections_scores_zero():
     assert result.metrics["AP"] == 0.0
 
 
-def test_gather_counts_each_image_once():
-    results = [{"image_id": 1, "score": 0.5}, {"image_id": 2, "score": 0.4}]
-    merged, ids = gather_detections(results, [1, 2])
-    assert merged == results and ids == [1, 2]
+def test_gather_counts_each_image_once(monkeypatch):
+    """Two ranks (all_gather faked): the sampler padded rank 1 with image 1, which rank 0 also evaluated."""
+    rank0 = ([{"image_id": 1, "score": 0.5}, {"image_id": 1, "score": 0.3}, {"image_id": 4, "score": 0.4}], [1, 4])
+    rank1 = ([{"image_id": 3, "score": 0.6}, {"image_id": 1, "score": 0.9}], [3, 1])
+    dist = evaluation_lib.dist
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+
+    def all_gather_object(parts, obj):
+        assert obj == rank0 and len(parts) == 2  # this process is rank 0
+        parts[:] = [rank0, rank1]
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    merged, ids = gather_detections(*rank0)
+    assert ids == [1, 3, 4]
+    assert merged == rank0[0] + rank1[0][:1]  # image 1 once, with rank 0's two detections; rank 1's copy dropped
 
 
 def test_evaluator_counts_a_repeated_image_once_and_writes_results(tmp_path):

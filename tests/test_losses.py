@@ -44,10 +44,18 @@ def test_empty_image_gives_finite_loss_and_gradient():
 
 
 def test_focal_loss_is_float32_under_bf16_autocast():
-    logits, target = torch.randn(1, 2, 8, 8), torch.zeros(1, 2, 8, 8)
+    """bfloat16 logits AND target (a bf16 target does not promote the sums back to float32): the losses are float32
+    and equal the float32 losses of the same values, to float32 precision (bf16 arithmetic is off by ~1e-2)."""
+    logits, target = (torch.randn(1, 2, 8, 8) * 3).bfloat16(), (torch.rand(1, 2, 8, 8) ** 4).bfloat16()
+    target[0, 1, 4, 4] = 1
+    index, mask = torch.tensor([[3, 9]]), torch.tensor([[True, True]])
+    sizes = torch.tensor([[[1.5, 2.25], [0.75, 3.0]]]).bfloat16()  # [B=1, N=2, D=2]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = focal_loss(logits.bfloat16(), target)
-    assert loss.dtype == torch.float32
+        loss = focal_loss(logits, target)
+        l1 = masked_l1(logits, index, sizes, mask)
+    assert loss.dtype == torch.float32 and l1.dtype == torch.float32
+    assert torch.isclose(loss, focal_loss(logits.float(), target.float()), rtol=1e-6)
+    assert torch.isclose(l1, masked_l1(logits.float(), index, sizes.float(), mask), rtol=1e-6)
 
 
 def test_ignore_removes_cells_from_the_loss():

@@ -1,4 +1,6 @@
 """The Python API: Detector.predict on arrays, paths and lists equals the evaluation path; its contract and errors."""
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ from detector.checkpoint import CheckpointError
 from detector.images import ImageReadError
 from detector.inference import detect
 from detector.module import CenterNetModule
-from detector.preprocess import letterbox, to_chw_tensor
+from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 CLASS_NAMES = ["cat", "dog", "bird"]
 INPUT_SIZE = 128
@@ -114,12 +116,37 @@ def test_class_filter_by_name_or_index(detector):
         detector.predict(image, classes=[3])
 
 
+class _SlowModel(torch.nn.Module):
+    """Wraps a network and sleeps ``delay`` seconds in each forward, so the model stage has a known lower bound."""
+
+    def __init__(self, model, delay):
+        super().__init__()
+        self.model, self.delay, self.stride = model, delay, model.stride
+
+    def forward(self, x):
+        time.sleep(self.delay)
+        return self.model(x)
+
+
 def test_predict_frame_times_each_stage_and_returns_the_heatmap(detector):
     image = make_image(90, 140)
-    result = detector.predict_frame(image, conf=0.3, heatmap=True)
-    assert set(result.times) == {"preprocess", "model", "decode"} and min(result.times.values()) > 0
+    slow = Detector(_SlowModel(detector.model, 0.2), CLASS_NAMES, INPUT_SIZE, prepare=False)
+    start = time.perf_counter()
+    result = slow.predict_frame(image, conf=0.3, heatmap=True)
+    elapsed = time.perf_counter() - start
+    times = result.times
+    assert set(times) == {"preprocess", "model", "decode"} and min(times.values()) > 0
+    assert times["model"] >= 0.2 and times["preprocess"] < 0.2 and times["decode"] < 0.2  # each stage its own
+    assert sum(times.values()) <= elapsed  # the stages do not overlap
+    # the heatmap is the model's probabilities: its maximum is the top detection, same class and score
     assert result.heatmap.shape == (3, INPUT_SIZE // 4, INPUT_SIZE // 4)
-    assert 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+    top = np.unravel_index(result.heatmap.argmax(), result.heatmap.shape)
+    assert result.detections.labels[0] == top[0]
+    assert result.heatmap.max() == pytest.approx(result.detections.scores[0], abs=1e-6)
+    boxed, _ = letterbox(image, INPUT_SIZE)
+    with torch.no_grad():
+        logits = detector.model(normalize(to_chw_tensor(boxed)[None]))["heatmap"][0]
+    np.testing.assert_allclose(result.heatmap, logits.sigmoid().numpy(), atol=1e-5)
     assert_same(result.detections, evaluation_path(detector, image, conf=0.3))
 
 

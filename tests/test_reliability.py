@@ -167,10 +167,12 @@ def test_nonfinite_loss_is_skipped_counted_then_stops(monkeypatch):
 def test_train_with_an_unwritable_run_folder_fails_before_training(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    result = subprocess.run(train_args(tmp_path)[:-2] + ["--trainer.logger.init_args.save_dir", str(blocker / "runs")],
+    # the progress bar on: it prints "Epoch 0" (to stdout) as soon as training starts
+    result = subprocess.run(train_args(tmp_path)[:-2] + ["--trainer.logger.init_args.save_dir", str(blocker / "runs"),
+                                                         "--trainer.enable_progress_bar", "true"],
                             env=tool_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "a_file" in result.stderr and "Epoch 0" not in result.stderr
+    assert "a_file" in result.stderr and "Epoch 0" not in result.stdout + result.stderr
 
 
 def test_weights_of_another_architecture_are_a_clear_error(tmp_path):

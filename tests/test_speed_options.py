@@ -47,11 +47,19 @@ def test_decode_equals_the_max_pool_reference(C, h, w, k):
 
 
 def test_decode_accepts_bfloat16_outputs():
-    outputs = {"heatmap": torch.randn(1, 4, 16, 16), "offset": torch.rand(1, 2, 16, 16),
-               "size": torch.rand(1, 2, 16, 16) * 4}
-    low = decode({k: v.bfloat16() for k, v in outputs.items()}, k=10)
+    """Hand values that bfloat16 holds exactly, but whose boxes it cannot: decoding must compute in float32."""
+    heatmap = torch.full((1, 2, 8, 128), -4.0)
+    heatmap[0, 1, 5, 100] = 1.5  # class 1, cell (x=100, y=5)
+    heatmap[0, 0, 2, 3] = 1.25
+    offset, size = torch.zeros(1, 2, 8, 128), torch.ones(1, 2, 8, 128)
+    offset[0, :, 5, 100] = torch.tensor([0.375, 0.625])
+    size[0, :, 5, 100] = torch.tensor([3.0, 5.0])
+    low = decode({"heatmap": heatmap.bfloat16(), "offset": offset.bfloat16(), "size": size.bfloat16()}, k=2)
     assert low["boxes"].dtype == torch.float32 and low["scores"].dtype == torch.float32
-    assert torch.equal(low["labels"], decode({k: v.bfloat16().float() for k, v in outputs.items()}, k=10)["labels"])
+    # centre (100.375 * 4, 5.625 * 4) = (401.5, 22.5), half size (6, 10): x1 = 395.5 has no bfloat16 value
+    assert torch.equal(low["boxes"][0, 0], torch.tensor([395.5, 12.5, 407.5, 32.5]))
+    assert torch.equal(low["scores"][0], torch.tensor([1.5, 1.25]).sigmoid())
+    assert low["labels"][0].tolist() == [1, 0]
 
 
 def _randomise_batchnorm(model):
