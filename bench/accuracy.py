@@ -10,6 +10,7 @@ The base arm is the paper's recipe on the default network: crop-and-warp augment
     elliptical   a Gaussian stretched with the box (half-axes 0.54 w/2, 0.54 h/2)
     resize       our older augmentation: resize the longer side by 0.6-1.4, place or crop, colour jitter 0.3
     drop         boxes under 30% visible or 2 px after cropping dropped (trained as background)
+    chosen       elliptical and resize together (what the arms above picked for the default configs)
 
 Every finished run is appended to ``--out`` (JSON lines) and skipped when the command is run again, so a long
 ablation can be stopped and continued; ``--summary`` prints the table (mean and standard deviation over seeds).
@@ -50,6 +51,9 @@ ARMS = {  # name -> what differs from BASE
     "elliptical": {"model": {"radius": "elliptical"}},
     "resize": {"data": {"augmentation": "resize", "min_visibility": 0.0, "min_box_size": 0.0}},
     "drop": {"data": {"min_visibility": 0.3, "min_box_size": 2.0}},
+    # the choices the evidence of the arms above picked, together (the default configs' recipe)
+    "chosen": {"model": {"radius": "elliptical"}, "data": {"augmentation": "resize", "min_visibility": 0.0,
+                                                           "min_box_size": 0.0}},
 }
 
 

@@ -46,8 +46,8 @@ class CenterNetModule(pl.LightningModule):
         nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
         ignore_crowd: COCO ``iscrowd`` regions are neither positives nor negatives of the heatmap loss.
         radius: the extent of each object's heatmap Gaussian: ``paper`` (the formula the paper's numbers were
-            obtained with), ``exact`` (CornerNet's rule solved correctly) or ``elliptical`` (scaled with the box);
-            see ``detector.targets``.
+            obtained with), ``exact`` (CornerNet's rule solved correctly) or ``elliptical`` (scaled with the box,
+            the default: +1.9 AP over ``paper`` on real photos, ``bench/RESULTS.md``); see ``detector.targets``.
         init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
             is kept except the class heatmap head, which starts afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
@@ -74,7 +74,7 @@ class CenterNetModule(pl.LightningModule):
         flip_test: bool = False,
         nms_iou: float | None = None,
         ignore_crowd: bool = True,
-        radius: RadiusRule = "exact",
+        radius: RadiusRule = "elliptical",
         init_from: str | None = None,
         nonfinite_limit: int = 20,
     ):
