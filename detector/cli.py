@@ -24,7 +24,7 @@ from jsonargparse import ArgumentParser
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
 
-USAGE = "usage: centernet {train,eval,demo,export} [options]   (centernet <command> --help: its options)"
+USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
 # TorchScript itself are deprecated (both still work, and are what detector/export.py uses), and constant folding
 # of the slices in the decoding is skipped.
@@ -191,7 +191,34 @@ def export_main(args: list[str] | None = None) -> None:
           f"labels)")
 
 
-COMMANDS: dict[str, Callable] = {"train": train_main, "eval": eval_main, "demo": demo_main, "export": export_main}
+def check_parser() -> ArgumentParser:
+    from detector.data.datamodule import DetectionDataModule
+
+    parser = ArgumentParser(prog="centernet check", description=(
+        "Check a dataset before training: per-class counts, box size histograms, the readers' warnings, and "
+        "training images with their boxes drawn after the augmentation. Takes training's --data.* options."))
+    parser.add_class_arguments(DetectionDataModule, "data")
+    parser.add_argument("--num_images", type=int, default=16, help="training images to draw")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="folder to write into (default runs/check/<dataset name>)")
+    return parser
+
+
+def check_main(args: list[str] | None = None):
+    """``centernet check``: ``detector.check.check_dataset`` with the command line's options; prints the report."""
+    from detector.check import check_dataset, default_output
+    from detector.data.datamodule import DetectionDataModule
+
+    config = check_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    data = config.data.as_dict()
+    output = config.output or default_output(data["dataset"], data["root"], data["train_json"])
+    report = check_dataset(DetectionDataModule(**data), output, config.num_images)
+    print(report.summary())
+    return report
+
+
+COMMANDS: dict[str, Callable] = {"train": train_main, "eval": eval_main, "demo": demo_main, "export": export_main,
+                                 "check": check_main}
 
 
 def run(command: str, args: list[str] | None = None) -> int:
