@@ -1,12 +1,14 @@
 """What a detector returns for an image, shared by the predictor, the drawing, the demo and export users.
 
 Plain numpy, no model: :class:`Detections` (boxes, scores, labels, names of one image) and :class:`FrameResult`
-(one demo frame: the detections, an optional heatmap, the time spent per stage).
+(one demo frame: the detections, an optional heatmap, the time spent per stage), :class:`Prediction` (one image
+of a stream, named).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +38,23 @@ class Detections:
         """The detections where the ``[N]`` bool mask ``keep`` is True."""
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.names[keep])
 
+    def to_dict(self) -> dict[str, list]:
+        """Plain Python values (for json): ``boxes`` ``[[x1, y1, x2, y2], ...]`` original pixels, ``scores``,
+        ``labels`` (class indices) and ``names`` (class names), each a list of N, by descending score."""
+        return {"boxes": self.boxes.astype(float).tolist(), "scores": self.scores.astype(float).tolist(),
+                "labels": [int(label) for label in self.labels], "names": [str(name) for name in self.names]}
+
+    def to_json(self, **kwargs) -> str:
+        """:meth:`to_dict` as a json string (``kwargs`` go to ``json.dumps``, e.g. ``indent=2``)."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Detections:
+        """The inverse of :meth:`to_dict` (and of ``json.loads(to_json())``)."""
+        return cls(np.asarray(data["boxes"], dtype=np.float32).reshape(-1, 4),
+                   np.asarray(data["scores"], dtype=np.float32), np.asarray(data["labels"], dtype=np.int64),
+                   np.array(data["names"], dtype=str).reshape(-1))
+
     @classmethod
     def from_arrays(cls, boxes, scores, labels, class_names: Sequence[str]) -> Detections:
         """From ``boxes [N, 4]``, ``scores [N]``, ``labels [N]`` (numpy arrays or tensors, any device)."""
@@ -43,6 +62,14 @@ class Detections:
         names = np.array([class_names[i] for i in labels.tolist()], dtype=str).reshape(-1)
         return cls(np.asarray(_numpy(boxes), dtype=np.float32).reshape(-1, 4),
                    np.asarray(_numpy(scores), dtype=np.float32), labels, names)
+
+
+class Prediction(NamedTuple):
+    """One image of ``predict_many``: ``name`` is its file path (str) or its index (int: a video frame, an array of
+    an iterable), ``detections`` its :class:`Detections`."""
+
+    name: str | int
+    detections: Detections
 
 
 @dataclass

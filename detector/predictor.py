@@ -7,24 +7,31 @@ of torch, behind the same interface.
 """
 from __future__ import annotations
 
+import glob
+import itertools
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
+
+import cv2
 
 import numpy as np
 import torch
 from torchvision.ops import nms
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
-from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
+from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
 from detector.export import ExportError, read_onnx_description
-from detector.images import ImageInput, as_image
+from detector.images import ImageInput, ImageReadError, as_image
 from detector.inference import Precision, check_precision, forward_images, postprocess
 from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
 
 
+# What predict_many reads from a folder, and the files it opens as videos.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 # IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
 AGNOSTIC_IOU = 0.7
 
@@ -88,6 +95,27 @@ class BaseDetector(ABC):
         results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names), agnostic)
         return results if isinstance(x, list) else results[0]
 
+    def predict_many(self, source: str | Path | Iterable[ImageInput], batch_size: int = 8,
+                     conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
+                     classes: Sequence[int | str] | int | str | None = None,
+                     agnostic: bool = False) -> Iterator[Prediction]:
+        """Detect objects in many images, ``batch_size`` at a time, yielding one :class:`Prediction` per image in
+        order as soon as its batch is done (memory stays flat however many images ``source`` holds).
+
+        ``source``: a folder (its image files, sorted), a glob pattern (``"photos/*.jpg"``), a video file (its
+        frames, named by index), an image file, or any iterable of ``[H, W, 3]`` uint8 RGB arrays and image paths
+        (read lazily: a generator is pulled one batch ahead at most). Other options as in :meth:`predict`.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        classes = resolve_classes(classes, self.class_names)
+        items = iter_images(source)
+        while chunk := list(itertools.islice(items, batch_size)):
+            batch, meta = self.prepare([as_image(image) for _, image in chunk])
+            detections, _, _ = self.infer(batch, meta, flip)
+            for (name, _), result in zip(chunk, self.to_detections(detections, conf, classes, agnostic)):
+                yield Prediction(name, result)
+
     def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
                       flip: bool = False, heatmap: bool = False, agnostic: bool = False) -> FrameResult:
         """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``)."""
@@ -126,6 +154,41 @@ class BaseDetector(ABC):
             result = result.select(keep)
             results.append(suppress_duplicates(result) if agnostic else result)
         return results
+
+
+def iter_images(source: str | Path | Iterable[ImageInput]) -> Iterator[tuple[str | int, ImageInput]]:
+    """``(name, image or path)`` for each image of ``source`` (see ``BaseDetector.predict_many``), lazily; a path
+    is named by itself, an array or a video frame by its index."""
+    if isinstance(source, np.ndarray):
+        return iter([(0, source)])
+    if not isinstance(source, (str, Path)):
+        return ((str(item), item) if isinstance(item, (str, Path)) else (i, item) for i, item in enumerate(source))
+    path = Path(source)
+    if path.is_dir():
+        files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        return _video_frames(path)
+    elif path.exists():
+        files = [str(path)]
+    else:
+        files = sorted(glob.glob(str(source)))
+    if not files:
+        raise ImageReadError(f"{source}: no such image, video, folder of images or files matching the pattern")
+    return ((file, file) for file in files)
+
+
+def _video_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ImageReadError(f"cannot open video {path}")
+    try:
+        for index in itertools.count():
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        capture.release()
 
 
 class Detector(BaseDetector):
