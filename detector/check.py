@@ -49,8 +49,7 @@ class CheckReport:
         """The per-class counts, one row per class and a total row."""
         width = max([len(name) for name in self.class_names] + [5])
         lines = [f"{'class':<{width}}  {'train images':>12}  {'train boxes':>11}  {'val images':>10}  {'val boxes':>9}"]
-        rows = [(name, i) for i, name in enumerate(self.class_names)]
-        for name, i in rows:
+        for i, name in enumerate(self.class_names):
             lines.append(f"{name:<{width}}  {self.train.class_images[i]:>12}  {self.train.class_boxes[i]:>11}  "
                          f"{self.val.class_images[i]:>10}  {self.val.class_boxes[i]:>9}")
         lines.append(f"{'all':<{width}}  {self.train.images:>12}  {int(self.train.class_boxes.sum()):>11}  "
@@ -130,7 +129,7 @@ def write_train_samples(dataset: DetectionDataset, folder: Path, num_images: int
     folder.mkdir(parents=True, exist_ok=True)
     count = min(num_images, len(dataset))
     paths = []
-    for index in np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist() if count > 0 else []:
+    for index in np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist():
         item = dataset[index]
         image = item["image"].permute(1, 2, 0).numpy()  # [3, S, S] -> [S, S, 3] RGB uint8
         drawn = draw_ground_truth(image, item["boxes"].numpy(), item["labels"].numpy(), dataset.class_names)

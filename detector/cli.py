@@ -24,7 +24,8 @@ from jsonargparse import ArgumentParser
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
 
-USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
+USAGE = ("usage: centernet {train,eval,demo,export} [options]   (centernet <command> --help: its options)\n"
+         "       centernet check [options]   (a dataset, before training)")
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
 # TorchScript itself are deprecated (both still work, and are what detector/export.py uses), and constant folding
 # of the slices in the decoding is skipped.
