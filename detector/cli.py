@@ -1,4 +1,4 @@
-"""The four commands: ``centernet train|eval|demo|export`` (the console script) and ``tools/<command>.py`` run the
+"""The commands: ``centernet train|eval|demo|export|check`` (the console script) and ``tools/<command>.py`` run the
 same functions here.
 
 One flag style for all four: ``--snake_case VALUE``; the options of a group are dotted (``--data.root``,
@@ -24,8 +24,7 @@ from jsonargparse import ArgumentParser
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
 
-USAGE = ("usage: centernet {train,eval,demo,export} [options]   (centernet <command> --help: its options)\n"
-         "       centernet check [options]   (a dataset, before training)")
+USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
 # TorchScript itself are deprecated (both still work, and are what detector/export.py uses), and constant folding
 # of the slices in the decoding is skipped.

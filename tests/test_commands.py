@@ -93,7 +93,7 @@ def test_each_command_has_help(command, expected, absent):
 
 def test_the_dispatcher_without_a_command_prints_its_usage():
     result = python("-m", "detector.cli")
-    assert result.returncode == 2 and "centernet {train,eval,demo,export}" in result.stdout
+    assert result.returncode == 2 and "centernet {train,eval,demo,export,check}" in result.stdout
 
 
 def assert_one_error_line(result, *needles):
