@@ -2,11 +2,11 @@
 
 Batch 1, a 640x480 random image, 80 classes, random weights (time does not depend on them). All models run in one
 process and are interleaved round-robin, one call each per repetition, so the noise of a shared machine hits them
-alike; the table gives each one's median and its ratio to the paper network (``deconv`` neck, fp32).
+alike; the table gives each one's median and its ratio to the paper's plain network (``deconv`` neck, no DCN, fp32).
 
 - ``ours``: the default network (``neck="lean"``) as ``Detector`` runs it: ``prepare_for_inference`` (BatchNorm
   folded, channels_last), ``inference.detect`` in fp32 or bf16 autocast.
-- ``paper``: the paper's network (``neck="deconv"``) built in this project: ``plain`` is the eval-mode module as is
+- ``paper``: the paper's plain network without DCN (``neck="deconv"``) built in this project: ``plain`` is the eval-mode module as is
   (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
   inference preparation as ours.
 - ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach.
