@@ -6,8 +6,8 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
 
 - ``ours``: the default network (``neck="lean"``) as ``Detector`` runs it: ``prepare_for_inference`` (BatchNorm
   folded, channels_last), ``inference.detect`` in fp32 or bf16 autocast.
-- ``paper``: the paper's plain network without DCN (``neck="deconv"``) built in this project: ``plain`` is the eval-mode module as is
-  (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
+- ``paper``: the paper's plain network without DCN (``neck="deconv"``) built in this project: ``plain`` is the
+  eval-mode module as is (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
   inference preparation as ours.
 - ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach.
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
