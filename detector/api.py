@@ -236,7 +236,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     state = load_checkpoint(checkpoint)
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
-    datamodule = DetectionDataModule(**_without_training_split({**options, **(data or {})}))
+    datamodule = DetectionDataModule(**{**options, **(data or {})})
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
     info = read_description(state)
@@ -250,12 +250,3 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
                              precision=precision, default_root_dir=str(Path(checkpoint).parent))
         trainer.validate(model, datamodule=datamodule, verbose=False)
     return model.last_result
-
-
-def _without_training_split(options: dict[str, Any]) -> dict[str, Any]:
-    """COCO-format data given by its validation json alone: the data module asks for a training json too, which
-    evaluation never reads (``setup("validate")`` builds the validation split only), so the validation files
-    stand in for it."""
-    if options.get("dataset") == "coco" and options.get("root") is None and options.get("train_json") is None:
-        return {**options, "train_json": options.get("val_json"), "train_images": options.get("val_images")}
-    return options

@@ -23,12 +23,10 @@ from tqdm import tqdm
 
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
-from detector.images import ImageReadError, read_image
+from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageReadError, read_image
 from detector.predictor import BaseDetector
 from detector.visualize import annotate, draw_fps
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 # Consecutive failed reads after which a camera or stream (or a video file before its last frame) is given up.
 MAX_FAILED_READS = 10
 QUIT_KEYS = {ord("q"), 27}  # q and Esc

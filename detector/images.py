@@ -10,6 +10,10 @@ from typing import Union
 import cv2
 import numpy as np
 
+# The files read as images from a folder, and the files opened as videos (the demo, predict_many, outputs).
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
+
 from detector.errors import DetectorError
 
 ImageInput = Union[np.ndarray, str, Path]

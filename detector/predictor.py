@@ -23,15 +23,12 @@ from torchvision.ops import nms
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
 from detector.export import ExportError, read_onnx_description
-from detector.images import ImageInput, ImageReadError, as_image
+from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageInput, ImageReadError, as_image
 from detector.inference import Precision, check_precision, forward_images, postprocess
 from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
 
 
-# What predict_many reads from a folder, and the files it opens as videos.
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 # IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
 AGNOSTIC_IOU = 0.7
 

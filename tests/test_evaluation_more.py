@@ -1,28 +1,12 @@
 """Evaluation against hand cases: VOC07 with a duplicate and an IoU-0.6 detection, image-id subsets, gapped category
 ids, and the DDP gather with two ranks that both saw one image (issue 12)."""
-import contextlib
-import io
-
 import numpy as np
 import pytest
 import torch
-from pycocotools.coco import COCO
 
 from detector.evaluation import (CocoResult, coco_evaluate, detections_to_coco, format_table, voc07_map,
                                  _ap_11_point, _ap_all_point)
-
-
-def make_coco(images, annotations, categories):
-    gt = COCO()
-    gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt
-
-
-def annotation(ann_id, image_id, category_id, bbox, crowd=0):
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox,
-            "area": bbox[2] * bbox[3], "iscrowd": crowd}
+from test_evaluation import annotation, make_coco
 
 
 def det(image_id, category_id, bbox, score):

@@ -101,8 +101,8 @@ class DetectionDataModule(pl.LightningDataModule):
             raise ValueError("dataset='voc' needs root, the VOCdevkit or single VOC folder")
         if dataset == "yolo" and root is None:
             raise ValueError("dataset='yolo' needs root, the dataset YAML file")
-        if dataset == "coco" and root is None and (train_json is None or val_json is None):
-            raise ValueError("dataset='coco' needs root (the COCO folder) or both train_json and val_json")
+        if dataset == "coco" and root is None and val_json is None:
+            raise ValueError("dataset='coco' needs root (the COCO folder) or val_json (and train_json to train)")
         self.save_hyperparameters()
         self.eval_size = input_size if eval_size == "input" else eval_size
         self.train_dataset: DetectionDataset | None = None
@@ -212,6 +212,8 @@ class DetectionDataModule(pl.LightningDataModule):
             return Path(explicit_json), Path(explicit_images)
         if self.hparams.dataset == "synthetic":
             folder, name = self._synthetic_folder(), split
+        elif self.hparams.root is None:  # COCO-format files given one by one: evaluation needs no training json
+            raise DatasetError(f"dataset='coco' without root needs --data.{split}_json and --data.{split}_images")
         else:
             folder, name = Path(self.hparams.root), f"{split}2017"
         return folder / "annotations" / f"instances_{name}.json", folder / name
