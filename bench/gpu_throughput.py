@@ -33,11 +33,17 @@ from detector.model import CenterNet
 from detector.targets import encode
 
 NUM_CLASSES = 80
+DEVICE = "cuda"  # a module constant so the code path can be smoke-run on a CPU (DEVICE = "cpu") where no GPU is
+
+
+def synchronize() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
 
 
 def device_batches(size: int, batch: int, num_classes: int) -> Iterator[dict]:
     """The same random batch (uint8 images, 10 boxes each) on the GPU, forever."""
-    device = torch.device("cuda")
+    device = torch.device(DEVICE)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     centres = torch.rand(batch, 10, 2, device=device) * size * 0.8 + size * 0.1
     half = torch.rand(batch, 10, 2, device=device) * size * 0.1 + 4
@@ -59,24 +65,24 @@ def loader_batches(size: int, batch: int, workers: int) -> Iterator[dict]:
     keys = ("images", "boxes", "labels", "mask")
     while True:
         for cpu in loader:
-            out = {k: cpu[k].to("cuda", non_blocking=True) for k in keys}
+            out = {k: cpu[k].to(DEVICE, non_blocking=True) for k in keys}
             out["images"] = out["images"].contiguous(memory_format=torch.channels_last)
             yield out
 
 
 def throughput(neck: str, batches: Iterator[dict], num_classes: int, steps: int, dtype: torch.dtype,
-               compile_model: bool) -> tuple[float, float]:
+               compile_model: bool, warmup_steps: int = 5) -> tuple[float, float]:
     """(training images per second, seconds of the warm-up steps, which include compilation)."""
-    network = CenterNet(num_classes, neck=neck).cuda().to(memory_format=torch.channels_last).train()
+    network = CenterNet(num_classes, neck=neck).to(DEVICE).to(memory_format=torch.channels_last).train()
     model = torch.compile(network) if compile_model else network
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    scaler = torch.amp.GradScaler(DEVICE, enabled=dtype == torch.float16)
     criterion = CenterNetLoss()
 
     def step() -> int:
         batch = next(batches)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype):
+        with torch.autocast(DEVICE, dtype=dtype):
             outputs = forward_images(model, batch["images"])
         outputs = {k: v.float() for k, v in outputs.items()}
         targets = encode(batch["boxes"], batch["labels"], batch["mask"], num_classes,
@@ -87,13 +93,13 @@ def throughput(neck: str, batches: Iterator[dict], num_classes: int, steps: int,
         return batch["images"].shape[0]
 
     start = time.perf_counter()
-    for _ in range(5):
+    for _ in range(warmup_steps):
         step()
-    torch.cuda.synchronize()
+    synchronize()
     warmup = time.perf_counter() - start
     start = time.perf_counter()
     images = sum(step() for _ in range(steps))
-    torch.cuda.synchronize()
+    synchronize()
     return images / (time.perf_counter() - start), warmup
 
 
