@@ -123,6 +123,19 @@ def test_folder_json_and_txt_read_back_equal_the_python_api(checkpoint, detector
         assert_json_matches([e for e in entries if e["file_name"] == path.name], expected, image_id, path.name)
         assert_txt_matches(read_txt(tmp_path / "labels" / f"{path.stem}.txt"), expected, width, height)
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    assert_pycocotools_reads(tmp_path / "results.json", folder)
+
+
+def assert_pycocotools_reads(results, folder):
+    """The json is a COCO results file: ``COCO.loadRes`` takes it against ground truth of these images and ids."""
+    from pycocotools.coco import COCO
+
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "file_name": p.name} for i, p in enumerate(sorted(folder.iterdir()))],
+                  "categories": [{"id": i, "name": str(i)} for i in CATEGORY_IDS], "annotations": []}
+    gt.createIndex()
+    loaded = gt.loadRes(str(results))
+    assert len(loaded.getAnnIds()) == len(read_json(results)) and set(loaded.getCatIds()) == set(CATEGORY_IDS)
 
 
 # a video, through the command in this process -----------------------------------------------------------------------
