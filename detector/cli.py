@@ -101,7 +101,16 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--source", type=str, required=True,
                         help="webcam index, video file, stream URL, image or folder of images")
     parser.add_argument("--output", type=str | None, default=None,
-                        help="annotated video file (video sources), folder (image sources) or image file (one image)")
+                        help="annotated video file (video sources), folder (image sources) or image file (one image); "
+                             "never a source file or the source folder")
+    parser.add_argument("--save_json", type=str | None, default=None,
+                        help="write the detections to this COCO-style results json (image_id, category_id: the "
+                             "dataset's ids, bbox xywh in pixels, score, file_name, frame for a video)")
+    parser.add_argument("--save_txt", type=str | None, default=None,
+                        help="write one YOLO label file per image or frame into this folder (class cx cy w h score, "
+                             "normalised; <image stem>.txt or <video stem>_<frame>.txt)")
+    parser.add_argument("--txt_scores", type=bool, default=True,
+                        help="false: --save_txt files without the score column (plain YOLO labels)")
     parser.add_argument("--conf", type=float, default=DEFAULT_SCORE_THRESHOLD, help="score threshold")
     parser.add_argument("--classes", type=str, nargs="+", default=None, help="only these classes (names or indices)")
     parser.add_argument("--heatmap", type=bool, nargs="?", const=True, default=False,
@@ -110,7 +119,8 @@ def demo_parser() -> ArgumentParser:
                         help="class-agnostic suppression: of boxes of different classes on one object, keep the best")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--device", type=str | None, default=None,
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
     parser.add_argument("--precision", type=str, choices=["fp32", "bf16"], default="fp32",
@@ -126,34 +136,73 @@ def demo_main(args: list[str] | None = None) -> None:
     """``centernet demo``: open the source and output, load the detector, run the loop, print the report."""
     import torch
 
-    from detector.demo import DemoOptions, open_sink, open_source, run_demo
+    from detector.demo import DemoOptions, open_results, open_sink, open_source, run_demo
     from detector.predictor import Detector, OnnxDetector, resolve_classes
 
     parser = demo_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
-    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision != "fp32"):
-        parser.error("--backend onnx needs --onnx model.onnx, runs fp32 only (no --precision bf16) and cannot draw "
-                     "--heatmap")
+    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision != "fp32"
+                                     or config.device not in (None, "cpu")):
+        parser.error("--backend onnx needs --onnx model.onnx, runs on the CPU in fp32 only (no --device cuda, no "
+                     "--precision bf16) and cannot draw --heatmap")
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
     sink = open_sink(config.output, source)
     if config.backend == "onnx":
         detector = OnnxDetector(config.onnx, threads=config.threads)
+        print("device: cpu; onnxruntime backend")
     else:
-        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, config.device,
+        device = pick_device(config.device)
+        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device,
                                                                    precision=config.precision))
+        print(f"device: {describe_device(device)}; torch backend, {config.precision}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
                           agnostic=config.agnostic)
-    report = run_demo(detector, source, sink, options)
+    results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores)
+    report = run_demo(detector, source, sink, options, results)
     print(report.summary())
     if report.frames == 0 and not report.stopped:
         raise SystemExit(f"error: no frame of {config.source} could be read")
-    if config.output:
-        print(f"output: {config.output}")
+    for flag, path in (("output", config.output), ("detections json", config.save_json),
+                       ("label files", config.save_txt)):
+        if path:
+            print(f"{flag}: {path}")
+
+
+def pick_device(requested: str | None):
+    """The demo's torch device: ``requested`` (checked), or CUDA when present, else the CPU. Raises
+    :class:`detector.demo.DemoError` naming ``--device`` for a device that is not there."""
+    import torch
+
+    from detector.demo import DemoError
+
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise DemoError(f"--device {requested}: not a torch device ({error}); use cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DemoError(f"--device {requested}: CUDA is not available here; leave --device out (the CPU is then "
+                        f"used) or give --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DemoError(f"--device {requested}: this machine has {torch.cuda.device_count()} GPU(s), numbered from "
+                        f"0; give --device cuda:0")
+    return device
+
+
+def describe_device(device) -> str:
+    """``cpu (N threads)`` or ``cuda:0 (<GPU name>)``."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def _usage(parser: ArgumentParser, make: Callable):

@@ -9,8 +9,8 @@ returns the top-K detections in input pixels:
   order, ``labels [B, K]`` int64 class indices. Map boxes back to original pixels with
   ``detector.preprocess.unletterbox_boxes`` and the letterbox ``meta``.
 
-Both files carry a description (class names, input size, K) as JSON: the ONNX metadata entry ``detector``, and
-the TorchScript extra file ``detector.json``.
+Both files carry a description (class names, the dataset's category ids, input size, K) as JSON: the ONNX
+metadata entry ``detector``, and the TorchScript extra file ``detector.json``.
 
 ONNX files use opset 17, except for networks with deformable convolutions (the ``dcn`` neck): their
 ``torchvision::deform_conv2d`` becomes the standard ``DeformConv`` of opset 19, which needs a recent ONNX Runtime
@@ -60,9 +60,11 @@ class ExportedDetector(nn.Module):
         return detections["boxes"], detections["scores"], detections["labels"]
 
 
-def description(class_names: list[str], input_size: int, k: int) -> str:
-    """The JSON stored with an exported file (read back by :func:`read_onnx_description`)."""
-    return json.dumps({"class_names": list(class_names), "input_size": input_size, "max_detections": k,
+def description(class_names: list[str], input_size: int, k: int, category_ids: list[int] | None = None) -> str:
+    """The JSON stored with an exported file (read back by :func:`read_onnx_description`); ``category_ids`` (the
+    dataset's id of each label, for results files) is stored when given."""
+    ids = {} if category_ids is None else {"category_ids": [int(i) for i in category_ids]}
+    return json.dumps({"class_names": list(class_names), "input_size": input_size, "max_detections": k, **ids,
                        "input": "images uint8 [B, 3, S, S] RGB letterboxed", "outputs": OUTPUT_NAMES})
 
 
@@ -103,7 +105,8 @@ def onnx_opset(model: nn.Module) -> int:
     return DEFORM_CONV_OPSET if deformable else ONNX_OPSET
 
 
-def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], input_size: int, k: int = 100) -> Path:
+def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], input_size: int, k: int = 100,
+                category_ids: list[int] | None = None) -> Path:
     """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (``onnx_opset(model)``, dynamic batch) to
     ``path``."""
     import onnx
@@ -117,19 +120,19 @@ def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], inpu
                           dynamic_axes={name: {0: "batch"} for name in ["images", *OUTPUT_NAMES]})
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = EXPORT_METADATA_KEY, description(class_names, input_size, k)
+    entry.key, entry.value = EXPORT_METADATA_KEY, description(class_names, input_size, k, category_ids)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
 
 
 def export_torchscript(model: nn.Module, path: str | Path, class_names: list[str], input_size: int,
-                       k: int = 100) -> Path:
+                       k: int = 100, category_ids: list[int] | None = None) -> Path:
     """Write ``model`` wrapped in :class:`ExportedDetector` as a traced TorchScript module to ``path``."""
     path = Path(path)
     with torch.no_grad(), _quiet_tracer():
         traced = torch.jit.trace(ExportedDetector(model, k), (example_input(input_size),))
-    extra = {f"{EXPORT_METADATA_KEY}.json": description(class_names, input_size, k)}
+    extra = {f"{EXPORT_METADATA_KEY}.json": description(class_names, input_size, k, category_ids)}
     torch.jit.save(traced, str(path), _extra_files=extra)
     return path
 
@@ -147,4 +150,4 @@ def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | P
         output.parent.mkdir(parents=True, exist_ok=True)  # as the demo and eval make theirs
     except OSError as error:
         raise ExportError(f"cannot create output folder {output.parent}: {error}") from error
-    return exporters[fmt](build_model(state), output, info.class_names, info.input_size, k)
+    return exporters[fmt](build_model(state), output, info.class_names, info.input_size, k, info.category_ids)

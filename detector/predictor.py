@@ -68,11 +68,13 @@ def suppress_duplicates(detections: Detections, iou: float = AGNOSTIC_IOU) -> De
 class BaseDetector(ABC):
     """What every backend shares: input checks, letterbox, thresholds, timing. Subclasses implement ``infer``.
 
-    Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size).
+    Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size),
+    ``category_ids`` (the dataset's category id of each label, for results files; None when unknown).
     """
 
     class_names: list[str]
     input_size: int
+    category_ids: list[int] | None = None
 
     def predict(self, x: ImageInput | list[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
                 classes: Sequence[int | str] | int | str | None = None,
@@ -201,15 +203,17 @@ class Detector(BaseDetector):
             bench/RESULTS.md; an error where the device lacks it). Check ``detector.inference.bf16_supported``.
         prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
+        category_ids: the dataset's category id of each label (None: the labels ``0..C-1`` themselves).
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
                  max_detections: int = 100, nms_iou: float | None = None, precision: Precision = "fp32",
-                 prepare: bool = True):
+                 prepare: bool = True, category_ids: Sequence[int] | None = None):
         check_precision(precision, next(model.parameters()).device)
         self.model = prepare_for_inference(model) if prepare else model.eval()
         self.precision = precision
         self.class_names = list(class_names)
+        self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)
         self.input_size = input_size
         self.max_detections = max_detections
         self.nms_iou = nms_iou
@@ -219,7 +223,8 @@ class Detector(BaseDetector):
         """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download)."""
         checkpoint = load_checkpoint(path)
         info = read_description(checkpoint)
-        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size, **kwargs)
+        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size,
+                   **{"category_ids": info.category_ids, **kwargs})
 
     @property
     def device(self) -> torch.device:
@@ -263,6 +268,7 @@ class OnnxDetector(BaseDetector):
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
+        self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01
         self.input_size = info["input_size"]
 
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
