@@ -1,5 +1,6 @@
 """Evaluation: the official COCO metric (pycocotools ``COCOeval``), Pascal VOC07 mAP, and the :class:`Evaluator`
-that collects detections batch by batch (on one or several DDP ranks) and scores them.
+that collects detections batch by batch (on one or several DDP ranks) and scores them: the metrics, the per-class
+precision-recall curves at IoU 0.5 and the confusion matrix (``detector.confusion``), in one :class:`EvalResult`.
 
 Detections travel as a COCO results list: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
 original pixels with the dataset's own category ids; ``detections_to_coco`` is the one place that writes COCO xywh.

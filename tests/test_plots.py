@@ -114,6 +114,13 @@ def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path)
     assert eval_output_folder(tmp_path / "model.ckpt") == (tmp_path / "val").resolve()
 
 
+def test_importing_the_plots_loads_no_lightning_pycocotools_or_matplotlib():
+    from test_commands import HEAVY, modules_after
+
+    heavy = {*HEAVY, "matplotlib", "detector.module", "detector.evaluation"}
+    assert not modules_after("import detector.plots") & heavy
+
+
 # a tiny training run and tools/eval.py --------------------------------------------------------------------------
 
 def run_tool(script, *args):
