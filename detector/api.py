@@ -24,6 +24,7 @@ from detector.checkpoint import CheckpointError, check_classes, load_checkpoint,
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import EvalResult
 from detector.module import CenterNetModule
+from detector.plots import save_evaluation, save_evaluation_plots
 
 DEFAULT_CONFIG = "synthetic.yaml"
 # Data options that only shape the training augmentation: the evaluation does not offer them.
@@ -186,6 +187,9 @@ def _train(args: list[str]) -> DetectorCLI:
     reported = cli.last_checkpoint if cli.reported == "last" else cli.best_checkpoint
     with quiet_lightning(EPOCH_LINE):  # the reported checkpoint's table follows, under its name
         trainer.validate(model, datamodule=data, ckpt_path=reported, verbose=False)
+    log_dir = trainer.log_dir  # a collective under DDP: every rank asks
+    if trainer.is_global_zero and log_dir and model.last_result is not None:
+        save_evaluation_plots(model.last_result, log_dir)  # the reported checkpoint's, beside results.csv
     return cli
 
 
@@ -201,6 +205,9 @@ def eval_parser(checkpoint: dict | None = None) -> ArgumentParser:
     parser.add_argument("--nms_iou", type=float | None, default=None, help="class-wise NMS IoU after decoding")
     parser.add_argument("--results", type=str | None, default=None,
                         help="write the detections here as a COCO results json (dataset category ids)")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="folder for results.csv, PR_curve.png and the confusion matrix (default: a new val, "
+                             "val2, ... folder in the checkpoint's run folder)")
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, auto, ...")
     parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
     parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
@@ -216,9 +223,22 @@ def training_data_options(checkpoint: dict) -> dict[str, Any]:
     return dict(checkpoint.get("datamodule_hyper_parameters", {}))
 
 
+def eval_output_folder(checkpoint: str | Path) -> Path:
+    """Where ``centernet eval`` writes its files by default: a new folder ``val`` in the checkpoint's run folder
+    (``runs/synthetic/version_0/val`` for ``runs/synthetic/version_0/checkpoints/x.ckpt``, the checkpoint's own
+    folder otherwise), ``val2``, ``val3``, ... when it exists, as ultralytics numbers its runs."""
+    parent = Path(checkpoint).resolve().parent
+    run = parent.parent if parent.name == "checkpoints" else parent
+    folder, number = run / "val", 2
+    while folder.exists():
+        folder, number = run / f"val{number}", number + 1
+    return folder
+
+
 def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_test: bool = False,
              nms_iou: float | None = None, results: str | Path | None = None, accelerator: str = "auto",
-             devices: int = 1, strategy: str = "auto", precision: str | None = None) -> EvalResult:
+             devices: int = 1, strategy: str = "auto", precision: str | None = None,
+             output: str | Path | None = None) -> EvalResult:
     """Evaluate ``checkpoint`` on a validation split with the COCO metric (and VOC07 mAP on VOC).
 
     Args:
@@ -227,6 +247,8 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
             validation split, letterboxed at its input size).
         flip_test: average each image with its mirror. nms_iou: class-wise NMS after decoding.
         results: write the detections here as a COCO results json (the dataset's category ids).
+        output: write ``results.csv`` (this evaluation's row), ``PR_curve.png`` and ``confusion_matrix.png/.csv``
+            into this folder (``detector.plots``; :func:`eval_output_folder` is the command's default). None: no files.
         accelerator, devices, strategy, precision: Lightning's; ``strategy="ddp"`` splits the images over
             ``devices`` processes, each image counted once.
 
@@ -249,4 +271,6 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                              precision=precision, default_root_dir=str(Path(checkpoint).parent))
         trainer.validate(model, datamodule=datamodule, verbose=False)
+    if output is not None and trainer.is_global_zero:
+        save_evaluation(model.last_result, output, state.get("epoch"), state.get("global_step"))
     return model.last_result

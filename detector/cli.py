@@ -68,20 +68,22 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     """
     from pytorch_lightning.utilities import rank_zero_only
 
-    from detector.api import eval_parser, evaluate
+    from detector.api import eval_output_folder, eval_parser, evaluate
     from detector.checkpoint import load_checkpoint
 
     args = list(sys.argv[1:] if args is None else args)
     path = _argument_value(args, "--checkpoint")
     wants_help = bool({"-h", "--help"} & set(args))
     config = eval_parser(load_checkpoint(path) if path and not wants_help else None).parse_args(args)
+    output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
-                      strategy=config.strategy, precision=config.precision)
+                      strategy=config.strategy, precision=config.precision, output=output)
     if rank_zero_only.rank == 0:
         print("\n" + result.table(config.checkpoint))
         if config.results:
             print(f"detections written to {config.results}")
+        print(f"results.csv, PR curves and confusion matrix written to {output}")
     return {f"val/{name}": value for name, value in result.metrics.items()}
 
 

@@ -17,6 +17,7 @@ from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
+from detector.plots import RESULTS_CSV, TRAIN_LOSSES, append_results_row, results_row
 from detector.targets import RadiusRule, encode, ignore_regions
 from detector.visualize import prediction_grid
 
@@ -92,6 +93,7 @@ class CenterNetModule(pl.LightningModule):
         self.results_path: str | None = None  # set by detector.api.evaluate to write the detections json
         self.last_result: EvalResult | None = None
         self.evaluator: Evaluator | None = None
+        self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
 
     def _init_from(self, path: str) -> None:
         own = self.model.state_dict()
@@ -123,10 +125,15 @@ class CenterNetModule(pl.LightningModule):
         if not torch.isfinite(parts["loss"]):
             return self._skip_nonfinite(parts, batch)
         self._nonfinite_streak = 0
+        self._add_train_losses(parts)
         self.log("train/loss", parts["loss"], prog_bar=True, batch_size=batch_size, on_epoch=True)
         for name in ("heatmap", "offset", "size"):
             self.log(f"train/{name}", parts[name], batch_size=batch_size)
         return parts["loss"]
+
+    def _add_train_losses(self, parts: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([parts[name].detach().float() for name in TRAIN_LOSSES] + [parts["loss"].new_ones(())])
+        self._loss_sums = values if self._loss_sums is None else self._loss_sums + values
 
     def on_train_epoch_end(self) -> None:
         files = getattr(self.trainer.datamodule, "bad_image_files", 0)
@@ -189,10 +196,22 @@ class CenterNetModule(pl.LightningModule):
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "val_per_class_ap.txt").write_text(result.table(f"epoch {self.current_epoch}") + "\n")
+        if log_dir and self.trainer.state.fn == "fit":
+            self._append_results_row(Path(log_dir) / RESULTS_CSV, result)
         rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
             f"{name} {100 * result.metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
         for name, value in result.metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
+
+    def _append_results_row(self, path: Path, result: EvalResult) -> None:
+        """A row of ``results.csv`` (``detector.plots``): the mean training losses since the previous row over every
+        rank (a collective under DDP), the learning rate and the metrics; rank 0 writes it."""
+        sums = torch.zeros(len(TRAIN_LOSSES) + 1, device=self.device) if self._loss_sums is None else self._loss_sums
+        sums, self._loss_sums = self.trainer.strategy.reduce(sums, reduce_op="sum").cpu(), None
+        losses = dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
+        if self.trainer.is_global_zero:
+            append_results_row(path, results_row(self.current_epoch, self.global_step, result.metrics, losses, lr))
 
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
