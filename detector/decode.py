@@ -14,13 +14,11 @@ from detector.boxes import cxcywh_to_xyxy
 def local_max(heatmap: torch.Tensor) -> torch.Tensor:
     """The maximum of each cell's 3x3 neighbourhood, for ``heatmap [B, C, h, w]`` (borders padded with -inf).
 
-    Equals ``F.max_pool2d(heatmap, 3, stride=1, padding=1)``, as two separable passes of element-wise maxima over
-    shifted views: on CPU this is ~10x faster than max-pooling an NCHW map with stride 1 (3 ms against 30 ms for
-    80 x 128 x 128), and it exports to ONNX as plain Pad/Slice/Max.
+    ``F.max_pool2d(heatmap, 3, stride=1, padding=1)`` run on the channels_last layout (the prepared network's output
+    already has it; an NCHW map is copied once): on CPU it is vectorised over the classes there, ~15x faster than
+    on NCHW (bench/RESULTS.md, issue 16). The result is channels_last; it exports to ONNX as one MaxPool.
     """
-    padded = F.pad(heatmap, (1, 1, 1, 1), value=float("-inf"))  # [B, C, h+2, w+2]
-    rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])  # [B, C, h+2, w]
-    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])  # [B, C, h, w]
+    return F.max_pool2d(heatmap.contiguous(memory_format=torch.channels_last), 3, stride=1, padding=1)
 
 
 def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,17 +26,19 @@ def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     ``[B, k]`` into ``C*h*w``). Cells that are not local maxima count as -inf.
 
     The search runs on logits (the sigmoid is monotonic, so the peaks and their order are those of the
-    probabilities) and in two steps, both exact: the ``k`` rows (one class, one y) with the largest peak, then the
-    top ``k`` among those rows' cells. Every one of the global top ``k`` lies in such a row, and the full-size
-    top-K (3 ms for 80 x 128 x 128) shrinks to a row maximum and two small top-Ks.
+    probabilities) and in two steps, both exact: the ``k`` cells (one y, x) with the largest peak over the classes,
+    then the top ``k`` among those cells' ``k * C`` values. Every one of the global top ``k`` lies in such a cell.
+    Both steps read the classes of a cell as contiguous memory (channels_last), so the full-size top-K (3 ms for
+    80 x 128 x 128) shrinks to a reduction over the classes and two small top-Ks.
     """
     B, C, h, w = logits.shape
-    masked = torch.where(logits >= local_max(logits), logits, float("-inf")).view(B, C * h, w)
-    rows = masked.amax(dim=2).topk(min(k, C * h), dim=1).indices  # [B, R]
-    candidates = masked.gather(1, rows[:, :, None].expand(-1, -1, w))  # [B, R, w]
-    values, picked = candidates.flatten(1).topk(k, dim=1)  # [B, k], index into R*w
-    row = rows.gather(1, torch.div(picked, w, rounding_mode="floor"))  # [B, k] class * h + y
-    return values, row * w + picked % w
+    masked = torch.where(logits >= local_max(logits), logits, float("-inf"))  # [B, C, h, w] channels_last
+    by_cell = masked.permute(0, 2, 3, 1).reshape(B, h * w, C)  # a view: [B, h*w, C]
+    cells = by_cell.amax(dim=2).topk(min(k, h * w), dim=1).indices  # [B, R]
+    candidates = by_cell.gather(1, cells[:, :, None].expand(-1, -1, C))  # [B, R, C]
+    values, picked = candidates.flatten(1).topk(k, dim=1)  # [B, k], index into R*C
+    cell = cells.gather(1, torch.div(picked, C, rounding_mode="floor"))  # [B, k] y * w + x
+    return values, (picked % C) * (h * w) + cell
 
 
 def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,7 @@ def decode(outputs: dict[str, torch.Tensor], k: int = 100, stride: int = 4) -> d
     Returns a dict: ``boxes`` ``[B, K, 4]`` xyxy in input pixels (x1 <= x2, y1 <= y2), ``scores`` ``[B, K]``
     probabilities in descending order (0 where fewer than K peaks exist), ``labels`` ``[B, K]`` int64 class indices.
     """
-    logits = outputs["heatmap"].to(torch.float32, memory_format=torch.contiguous_format)  # NCHW for the row view
+    logits = outputs["heatmap"].to(torch.float32, memory_format=torch.channels_last)  # see _top_peaks
     B, C, h, w = logits.shape
     values, flat = _top_peaks(logits, min(k, C * h * w))  # [B, K]
     labels = torch.div(flat, h * w, rounding_mode="floor")
