@@ -64,3 +64,17 @@ def test_compiled_network_keeps_what_inference_reads():
     wrapper = CompiledNetwork(model)
     assert wrapper.stride == 4 and wrapper.num_classes == 2
     assert list(wrapper.state_dict()) == [f"network.{k}" for k in model.state_dict()]  # no second copy
+
+
+def test_where_torch_compile_refuses_the_platform_the_wrapper_runs_eagerly(monkeypatch, capsys):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    model = TinyNetwork().eval()
+    wrapper = CompiledNetwork(model)
+    images = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(wrapper(images)["heatmap"], model(images)["heatmap"])
+    assert not wrapper.compiled
+    assert "not supported on this Python" in capsys.readouterr().err

@@ -41,16 +41,22 @@ class CompiledNetwork(nn.Module):
         self.network = model.eval()
         self.stride = getattr(model, "stride", None)
         self.num_classes = getattr(model, "num_classes", None)
-        self.compiled = True
-        self._forward = torch.compile(model.forward, dynamic=False, options={"freezing": True})
+        try:  # torch.compile itself refuses some Python versions and platforms
+            self._forward = torch.compile(model.forward, dynamic=False, options={"freezing": True})
+            self.compiled = True
+        except RuntimeError as error:
+            self._fall_back(error)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.compiled:
             try:
                 return self._forward(images)
             except compile_errors() as error:
-                self.compiled = False
-                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                print(f"note: torch.compile is not available here ({message[:160]}); running the network "
-                      "eagerly", file=sys.stderr)
+                self._fall_back(error)
         return self.network(images)
+
+    def _fall_back(self, error: BaseException) -> None:
+        self.compiled = False
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"note: torch.compile is not available here ({message[:160]}); running the network eagerly",
+              file=sys.stderr)
