@@ -204,7 +204,7 @@ class Detector(BaseDetector):
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
         compile: run the network through ``torch.compile`` with frozen weights (``detector.model.compiled``):
             the first image of each input size compiles (tens of seconds on a small CPU, cached on disk), later
-            ones run ~10% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
+            ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
