@@ -9,7 +9,10 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
 - ``paper``: the paper's plain network without DCN (``neck="deconv"``) built in this project: ``plain`` is the
   eval-mode module as is (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
   inference preparation as ours.
-- ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach.
+- ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach; the
+  ``(network only)`` rows of the paper's network and ours compare it like with like (no letterbox, no decode).
+- ``compiled`` (with ``--compile``): ``detector.model.compiled.CompiledNetwork`` (``Detector(compile=True)``), for
+  ours, the prepared paper network and the body; compiling happens during the warm-up and is timed apart.
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
   81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
   time does not depend on ``--sizes``.
@@ -23,7 +26,12 @@ sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already.
 the lean network with the paper's full 3x3 heads or depthwise-separable ones, NCHW or channels_last, BatchNorm
 kept or folded, fp32 or bf16.
 
-    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--ablation]
+Two ratios per row, like with like: ``x plain`` against the paper's network as its own code runs it (fp32, NCHW,
+BatchNorm unfolded; the targets of issue 16 are against it: design and preparation together) and ``x prepared``
+against the paper's network with the same preparation and precision as the row (the design alone; for compiled rows
+the compiled paper network). Network-only rows are compared with the paper's network-only rows.
+
+    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--compile] [--ablation]
 """
 from __future__ import annotations
 
@@ -44,6 +52,7 @@ from torchvision.models import detection
 
 from detector.inference import bf16_supported, detect, forward_images, postprocess
 from detector.model import CenterNet, ResNet18Backbone
+from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.model.head import CenterNetHead
 from detector.preprocess import letterbox, normalize, to_chw_tensor
@@ -87,7 +96,7 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
     return run
 
 
-def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+def build(size: int, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
     ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
     paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
     paper_prepared = prepare_for_inference(paper)
@@ -96,8 +105,10 @@ def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
         "paper (deconv) fp32 plain": centernet_runner(paper, size, "fp32"),
         "paper (deconv) fp32 prepared": centernet_runner(paper_prepared, size, "fp32"),
         "ours (lean) fp32": centernet_runner(ours, size, "fp32"),
-        "ResNet-18 body fp32 (network only)": body_runner(body, size, "fp32"),
+        **network_only_runners(paper, paper_prepared, ours, body, size),
     }
+    if compile:
+        runners.update(compiled_runners(paper_prepared, ours, body, size))
     if bf16_supported("cpu"):
         runners.update({
             "paper (deconv) bf16 prepared": centernet_runner(paper_prepared, size, "bf16"),
@@ -111,6 +122,38 @@ def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
                                                         num_classes=NUM_CLASSES + 1).eval())
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners
+
+
+def network_only_runners(paper: torch.nn.Module, paper_prepared: torch.nn.Module, ours: torch.nn.Module,
+                         body: torch.nn.Module, size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """The networks without letterbox and decode, to compare the body (the floor) with networks, not pipelines."""
+    return {"paper (deconv) fp32 plain (network only)": body_runner(paper, size, "fp32"),
+            "paper (deconv) fp32 prepared (network only)": body_runner(paper_prepared, size, "fp32"),
+            "ours (lean) fp32 (network only)": body_runner(ours, size, "fp32"),
+            "ResNet-18 body fp32 (network only)": body_runner(body, size, "fp32")}
+
+
+def compiled_runners(paper_prepared: torch.nn.Module, ours: torch.nn.Module, body: torch.nn.Module,
+                     size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """``CompiledNetwork`` of each (``Detector(compile=True)``); the first call compiles, so it is timed here."""
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    runners = {"paper (deconv) fp32 prepared compiled": centernet_runner(CompiledNetwork(paper_prepared), size,
+                                                                          "fp32"),
+               "ours (lean) fp32 compiled": centernet_runner(CompiledNetwork(ours), size, "fp32"),
+               "ResNet-18 body fp32 compiled (network only)": body_runner(CompiledNetwork(body), size, "fp32")}
+    for name, run in runners.items():
+        start = time.perf_counter()
+        run(image)
+        print(f"compiling {name}: {time.perf_counter() - start:.0f} s")
+    return runners
+
+
+def references(name: str, median: dict[str, float]) -> tuple[float, float]:
+    """(paper plain, paper prepared) medians comparable with row ``name``: same kind (end to end or network
+    only); the prepared one also of the same precision and, for a compiled row, compiled (nan if not timed)."""
+    kind = " (network only)" if name.endswith("(network only)") else ""
+    prepared = f"paper (deconv) {'bf16' if 'bf16' in name else 'fp32'} prepared{' compiled' * ('compiled' in name)}"
+    return median[f"paper (deconv) fp32 plain{kind}"], median.get(prepared + kind, float("nan"))
 
 
 def ablation_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
@@ -157,20 +200,23 @@ def measure(runners: dict[str, Callable], image: np.ndarray, repeats: int, warmu
 
 def report(size: int, times: dict[str, list[float]]) -> None:
     median = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    reference = median["paper (deconv) fp32 plain"]
     print(f"\n{size} px, batch 1, 640x480 image, {NUM_CLASSES} classes, median of {len(next(iter(times.values())))} "
           f"interleaved runs")
-    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x paper':>8}")
+    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
     for name, value in median.items():
         q1, _, q3 = statistics.quantiles([1000 * t for t in times[name]], n=4)
-        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / reference:8.3f}")
-    ours, body = median["ours (lean) fp32"], median["ResNet-18 body fp32 (network only)"]
+        plain, prepared = references(name, median)
+        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
+    print("x plain: design + preparation (the targets); x prepared: the design alone; paper prepared / plain: the "
+          "preparation alone")
     decode = median["decode + unletterbox (ours' 80-class output)"]
-    print(f"ours fp32 / body fp32: {ours / body:.2f}; decode share of ours fp32: {100 * decode / ours:.1f}%", end="")
-    if "ours (lean) bf16" in median:
-        print(f", of ours bf16: {100 * decode / median['ours (lean) bf16']:.1f}%")
-    else:
-        print()
+    ours = median["ours (lean) fp32"]
+    print(f"ours fp32 end to end / its network only: {ours / median['ours (lean) fp32 (network only)']:.2f}; "
+          f"decode share of ours fp32: {100 * decode / ours:.1f}%", end="")
+    for name in ("ours (lean) fp32 compiled", "ours (lean) bf16"):
+        if name in median:
+            print(f", of {name}: {100 * decode / median[name]:.1f}%", end="")
+    print()
 
 
 def main() -> None:
@@ -180,6 +226,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablation", action="store_true", help="time the network alone, option by option")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile rows (compiling takes minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -190,7 +237,7 @@ def main() -> None:
         if args.ablation:
             report_ablation(size, measure(ablation_runners(size), image, args.repeats, args.warmup))
         else:
-            report(size, measure(build(size), image, args.repeats, args.warmup))
+            report(size, measure(build(size, args.compile), image, args.repeats, args.warmup))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
 from detector.export import ExportError, read_onnx_description
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageInput, ImageReadError, as_image
 from detector.inference import Precision, check_precision, forward_images, postprocess
+from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
 
@@ -204,13 +205,18 @@ class Detector(BaseDetector):
         prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
         category_ids: the dataset's category id of each label (None: the labels ``0..C-1`` themselves).
+        compile: run the network through ``torch.compile`` with frozen weights (``detector.model.compiled``):
+            the first image of each input size compiles (tens of seconds on a small CPU, cached on disk), later
+            ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
                  max_detections: int = 100, nms_iou: float | None = None, precision: Precision = "fp32",
-                 prepare: bool = True, category_ids: Sequence[int] | None = None):
+                 prepare: bool = True, category_ids: Sequence[int] | None = None, compile: bool = False):
         check_precision(precision, next(model.parameters()).device)
         self.model = prepare_for_inference(model) if prepare else model.eval()
+        if compile:
+            self.model = CompiledNetwork(self.model)
         self.precision = precision
         self.class_names = list(class_names)
         self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)
