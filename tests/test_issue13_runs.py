@@ -178,3 +178,19 @@ def test_init_from_keeps_the_heatmap_head_only_from_a_checkpoint_of_the_same_cla
     heatmap = [k for k in weights if k.startswith("head.heatmap.") and k.endswith("weight")]
     assert heatmap and not any(torch.equal(other[k], weights[k]) for k in heatmap)
     assert torch.equal(other["head.size.0.weight"], weights["head.size.0.weight"])
+
+
+def test_a_checkpoint_of_another_network_is_refused_with_what_differs():
+    from dataclasses import replace
+
+    from detector.checkpoint import CheckpointError, ModelDescription, check_network
+
+    trained = ModelDescription(2, ["a", "b"], [1, 2], 64, "lean", 64)
+    state = {"detector": trained.to_dict()}
+    check_network(state, replace(trained, input_size=96), "the training data")  # a new input size is fine
+    with pytest.raises(CheckpointError, match=r"2 classes \['a', 'b'\] but the training data has 2 classes "
+                                              r"\['a', 'c'\].*--model.init_from"):
+        check_network(state, replace(trained, class_names=["a", "c"]), "the training data")
+    with pytest.raises(CheckpointError, match=r"network has neck lean \(this run: dcn\), head_channels 64 \(this "
+                                              r"run: 128\).*config.yaml.*--model.init_from"):
+        check_network(state, replace(trained, neck="dcn", head_channels=128), "the training data")
