@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
-from jsonargparse import ArgumentParser
+import yaml
+from jsonargparse import ArgumentParser, Namespace
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from detector.callbacks import LastCheckpoint
-from detector.checkpoint import CheckpointError, check_classes, load_checkpoint, read_description
+from detector.checkpoint import CheckpointError, check_classes, check_network, load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
+from detector.data.voc import voc_layout
 from detector.evaluation import EvalResult
 from detector.module import CenterNetModule
 from detector.plots import save_evaluation, save_evaluation_plots
@@ -36,6 +38,8 @@ LIGHTNING_NOISE = ("💡 Tip:", "Restoring states from the checkpoint", "Loaded 
                    "Restored all states from the checkpoint", "TPU available:", "HPU available:")
 # The module's per-epoch line, dropped where there is no epoch: a checkpoint's evaluation (the table follows).
 EPOCH_LINE = ("epoch ",)
+# Logger names that are nobody's choice: TensorBoardLogger's own default (a config without a name gets it).
+LIBRARY_RUN_NAMES = ("lightning_logs",)
 
 
 class _DropMessages(logging.Filter):
@@ -93,9 +97,16 @@ class DetectorCLI(LightningCLI):
             "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
         })
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_argument("--name", type=str | None, default=None,
+                            help="The run's folder: <save_dir>/<name>/version_N. Default: named from the data: the "
+                                 "training json's stem (COCO format), the single VOC folder's name, the YOLO YAML's "
+                                 "stem; on the data a packaged config was written for, its name (coco_resnet18, "
+                                 "...); else the format (synthetic, coco, voc). A logger name of your own config "
+                                 "(not a packaged config's) is kept.")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="Resume training: 'last' (the newest last.ckpt under the logger's folder) "
-                                 "or the path of a checkpoint. The step, epoch and optimiser state continue.")
+                            help="Resume training: 'last' (the newest last.ckpt of this run name, see --name) "
+                                 "or the path of a checkpoint. The step, epoch, optimiser state and the "
+                                 "learning-rate schedule continue.")
         parser.add_argument("--report_checkpoint", type=Literal["best", "last"], default="best",
                             help="The checkpoint validated and reported at the end: 'best' (by validation AP) or "
                                  "'last' (the last epoch, as the paper reports).")
@@ -104,6 +115,14 @@ class DetectorCLI(LightningCLI):
         """Always the command line handed over by :func:`train` (which chose the config): LightningCLI's warning
         about ``args`` given beside ``sys.argv`` does not apply."""
         self.config = parser.parse_args(args)
+
+    def before_instantiate_classes(self) -> None:
+        """Name the run's folder from what it trains (:func:`run_name`) before the logger is built, so that the
+        saved ``config.yaml`` holds the name too (a resume from it comes back to the same folder)."""
+        logger = self.config.trainer.get("logger")
+        init = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if init is not None and "name" in init:
+            init.name = run_name(self.config.get("name"), init.name, self.config.data.as_dict())
 
 
 def trainer_defaults() -> dict:
@@ -115,20 +134,68 @@ def trainer_defaults() -> dict:
     }
 
 
-def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer) -> str | None:
-    """``last`` -> the newest ``last.ckpt`` under the logger's run folders (a fresh run gets a new version).
+def packaged_run_names() -> dict[str, str]:
+    """The logger name of each packaged config -> the dataset that config was written for."""
+    names = {}
+    for path in packaged_configs():
+        config = yaml.safe_load(path.read_text()) or {}
+        logger = (config.get("trainer") or {}).get("logger")
+        name = ((logger or {}).get("init_args") or {}).get("name") if isinstance(logger, dict) else None
+        if name:
+            names[name] = (config.get("data") or {}).get("dataset", "synthetic")
+    return names
 
-    Says where training resumes (step and epoch); :class:`CheckpointError` when there is nothing to resume.
+
+def own_data_name(dataset: str, root: str | None, train_json: str | None) -> str | None:
+    """The name of a user's own data: the training json's stem (COCO format), a single VOC folder's name, the
+    dataset YAML's stem (YOLO); None for the synthetic set and the official COCO and VOCdevkit layouts."""
+    if dataset == "yolo" and root:
+        return Path(root).stem
+    if train_json:
+        return Path(train_json).stem
+    if dataset == "voc" and root and voc_layout(root) == "folder":
+        return Path(root).resolve().name
+    return None
+
+
+def run_name(given: str | None, logger_name: str | None, data: dict[str, Any]) -> str:
+    """The name of a run's folder (``<save_dir>/<name>/version_N``), from what it trains.
+
+    ``given`` (``--name``) wins; then a logger name of the user's own (their config file, the command line, a run's
+    saved ``config.yaml``). A packaged config's name (``synthetic``, ``coco_resnet18``, ...) is only a default: it
+    names runs on the dataset that config was written for, in its official layout; on the user's own data the run is
+    named after the data (:func:`own_data_name`), on another official dataset after the format (``coco``, ``voc``).
+    """
+    if given:
+        return given
+    defaults = packaged_run_names()
+    if logger_name and logger_name not in defaults and logger_name not in LIBRARY_RUN_NAMES:
+        return logger_name
+    own = own_data_name(data["dataset"], data.get("root"), data.get("train_json"))
+    if own:
+        return own
+    return logger_name if defaults.get(logger_name) == data["dataset"] else data["dataset"]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, model: CenterNetModule) -> str | None:
+    """``last`` -> the newest ``last.ckpt`` of this run name (``<save_dir>/<name>/version_*/checkpoints/``).
+
+    Refuses a checkpoint of another network (other classes, neck or head width) before any run folder is made, and
+    says where training resumes (step and epoch); :class:`CheckpointError` when there is nothing to resume.
     """
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
         root = Path(trainer.logger.root_dir if trainer.logger else trainer.default_root_dir)
-        candidates = sorted(root.glob("**/last*.ckpt"), key=lambda p: p.stat().st_mtime)
+        candidates = sorted(root.glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
         if not candidates:
             raise CheckpointError(f"--ckpt_path last: no last.ckpt under {root}; train once without it first")
         ckpt_path = str(candidates[-1])
     state = load_checkpoint(ckpt_path)
+    try:
+        check_network(state, model.description(), "the training data")
+    except CheckpointError as error:
+        raise CheckpointError(f"cannot resume from {ckpt_path}: {error}") from None
     _continue_run_folder(ckpt_path, trainer)
     if trainer.is_global_zero:
         print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
@@ -179,7 +246,7 @@ def _train(args: list[str]) -> DetectorCLI:
                       save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
                       parser_kwargs=defaults)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer))
+    trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer, model))
     callback = trainer.checkpoint_callback
     cli.best_checkpoint = callback.best_model_path if callback and callback.best_model_path else None
     cli.last_checkpoint = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state
+from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state, read_description
 from detector.decode import decode
 from detector.evaluation import EvalResult, Evaluator
 from detector.inference import forward_images, postprocess
@@ -50,7 +51,8 @@ class CenterNetModule(pl.LightningModule):
             obtained with), ``exact`` (CornerNet's rule solved correctly) or ``elliptical`` (scaled with the box,
             the default: +1.9 AP over ``paper`` on real photos, ``bench/RESULTS.md``); see ``detector.targets``.
         init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
-            is kept except the class heatmap head, which starts afresh.
+            is kept except the class heatmap head, which starts afresh (kept too from a checkpoint of the same
+            classes: a fine-tune with a new schedule). Step, epoch, optimiser and schedule start afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
             counted; after this many such steps in a row training stops with an error.
     """
@@ -96,11 +98,15 @@ class CenterNetModule(pl.LightningModule):
         self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
 
     def _init_from(self, path: str) -> None:
+        """Every weight of ``path`` that fits; the class heatmap head only from a checkpoint of this run's classes."""
+        state, hp = load_checkpoint(path), self.hparams
+        same_classes = read_description(state).class_names == list(hp.class_names or map(str, range(hp.num_classes)))
         own = self.model.state_dict()
-        kept = {k: v for k, v in model_state(load_checkpoint(path)).items()
-                if not k.startswith("head.heatmap.") and k in own and own[k].shape == v.shape}
+        kept = {k: v for k, v in model_state(state).items()
+                if (same_classes or not k.startswith("head.heatmap.")) and k in own and own[k].shape == v.shape}
         self.model.load_state_dict(kept, strict=False)
-        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} (class heatmap head is new)")
+        heads = "the same classes: the heatmap head too" if same_classes else "the class heatmap head is new"
+        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} ({heads})")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -238,7 +244,20 @@ class CenterNetModule(pl.LightningModule):
                        f"{hp.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
         scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+        self._asked_schedule = replace(scale)  # a resume restores the run's own into ``scale``: on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """A resumed run keeps the schedule it started with (restored from the checkpoint, ``LrFactor``): one line
+        when this command's settings (e.g. a larger ``--trainer.max_epochs``) would have given another."""
+        kept, asked = self.lr_schedulers().lr_lambdas[0], self._asked_schedule
+        if kept == asked:
+            return
+        zero = kept.schedule == "cosine" and asked.total_steps > kept.total_steps
+        rank_zero_info(
+            f"resumed runs keep their learning-rate schedule: {kept.describe()} (this command's settings would give "
+            f"{asked.describe()}){f'; the learning rate is 0 from step {kept.total_steps:g} on' if zero else ''}. "
+            "For a new schedule, fine-tune from the checkpoint: --model.init_from <checkpoint> instead of --ckpt_path")
 
     # checkpoints ------------------------------------------------------------------------------------------------
 
@@ -291,21 +310,37 @@ def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
 
 
 def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: int,
-              total_steps: float):
-    """The multiplier of the base learning rate at optimiser step ``step`` (0-based; a plain function, so that
-    checkpoints stay plain).
+              total_steps: float) -> LrFactor:
+    """The multiplier of the base learning rate at optimiser step ``step`` (0-based): an :class:`LrFactor`.
 
     Warmup: linear from 0.1 to 1 over ``warmup_epochs * steps_per_epoch`` steps. ``step``: times ``gamma`` for each
     milestone epoch reached (from step ``m * steps_per_epoch`` on). ``cosine``: half a cosine from 1 at the end of
     the warmup to 0 at ``total_steps``.
     """
-    warmup_steps = warmup_epochs * steps_per_epoch
+    return LrFactor(schedule, list(milestones), gamma, warmup_epochs, steps_per_epoch, total_steps)
 
-    def factor(step: int) -> float:
+
+@dataclass
+class LrFactor:
+    """The schedule as plain values: ``LambdaLR`` saves a callable object's fields in the checkpoint and restores
+    them on resume, so a resumed run keeps the schedule it started with (its length included) whatever the new
+    command's ``max_epochs``."""
+
+    schedule: str
+    milestones: list[int]
+    gamma: float
+    warmup_epochs: float
+    steps_per_epoch: int
+    total_steps: float
+
+    def __call__(self, step: int) -> float:
+        warmup_steps = self.warmup_epochs * self.steps_per_epoch
         warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
-        if schedule == "step":
-            return warm * gamma ** sum(step >= m * steps_per_epoch for m in milestones)
-        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps)))
+        if self.schedule == "step":
+            return warm * self.gamma ** sum(step >= m * self.steps_per_epoch for m in self.milestones)
+        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, self.total_steps - warmup_steps)))
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return factor
+    def describe(self) -> str:
+        drops = f", x{self.gamma:g} at epochs {self.milestones}" if self.schedule == "step" else ""
+        return f"{self.schedule} over {self.total_steps:g} steps of {self.steps_per_epoch} per epoch{drops}"

@@ -74,7 +74,7 @@ def test_console_script_targets_import():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command,expected,absent", [
-    ("train", ["--model.neck", "--data.root", "default: 160", "default: 24"], []),
+    ("train", ["--model.neck", "--data.root", "default: 160", "default: 24", "--name", "--ckpt_path"], []),
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
      ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augmentation",
       "crop_scales", "--data.lighting"]),
