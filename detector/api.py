@@ -26,9 +26,8 @@ from detector.evaluation import EvalResult
 from detector.module import CenterNetModule
 
 DEFAULT_CONFIG = "synthetic.yaml"
-# Data options that only shape the training augmentation: the evaluation does not offer them.
-TRAIN_ONLY_DATA_OPTIONS = {"augmentation", "scale_range", "crop_scales", "lighting", "flip_prob", "colour_jitter",
-                           "min_visibility", "min_box_size"}
+# Data options that only shape the training augmentation (the ``augment`` group): the evaluation does not offer them.
+TRAIN_ONLY_DATA_OPTIONS = {"augment"}
 # Lightning's messages that bury ours: its advertising tips, the checkpoint it loads (we say which), accelerators
 # this machine has none of. Matched at the start of the message.
 LIGHTNING_NOISE = ("💡 Tip:", "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
