@@ -85,11 +85,21 @@ def test_console_script_targets_import():
 def test_each_command_has_help(command, expected, absent):
     result = python("-m", "detector.cli", command, "--help")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m detector.cli {command} ")  # the command the user ran
     text = " ".join(result.stdout.split())  # help lines wrap anywhere
     for needle in expected:
         assert needle in text, needle
     for needle in absent:
         assert needle not in text, needle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "eval", "demo", "export", "check"])
+def test_the_usage_line_names_the_command_that_was_run(command):
+    script = ROOT / "tools" / f"{command}.py"
+    assert python(str(script), "--help").stdout.startswith(f"usage: {script} ")
+    console = python(code=f"import sys; from detector.cli import main; sys.exit(main(['{command}', '--help']))")
+    assert console.stdout.startswith(f"usage: centernet {command} "), console.stdout[:200]
 
 
 def test_the_dispatcher_without_a_command_prints_its_usage():
