@@ -29,9 +29,8 @@ from detector.module import CenterNetModule
 from detector.plots import save_evaluation, save_evaluation_plots
 
 DEFAULT_CONFIG = "synthetic.yaml"
-# Data options that only shape the training augmentation: the evaluation does not offer them.
-TRAIN_ONLY_DATA_OPTIONS = {"augmentation", "scale_range", "crop_scales", "lighting", "flip_prob", "colour_jitter",
-                           "min_visibility", "min_box_size"}
+# Data options that only shape the training augmentation (the ``augment`` group): the evaluation does not offer them.
+TRAIN_ONLY_DATA_OPTIONS = {"augment"}
 # Lightning's messages that bury ours: its advertising tips, the checkpoint it loads (we say which), accelerators
 # this machine has none of. Matched at the start of the message.
 LIGHTNING_NOISE = ("💡 Tip:", "Restoring states from the checkpoint", "Loaded model weights from the checkpoint",
@@ -229,19 +228,22 @@ def _with_packaged_configs(args: list[str]) -> list[str]:
     return out
 
 
-def train(args: list[str]) -> DetectorCLI:
+def train(args: list[str], prog: str = "centernet train") -> DetectorCLI:
     """Parse ``args`` (the ``tools/train.py`` command line), train, then validate the best checkpoint (or the last,
     with ``--report_checkpoint last``).
 
     Without ``--config`` the packaged ``synthetic.yaml`` is the default config (so ``--help`` shows its values).
-    Returns the CLI with ``best_checkpoint`` and ``last_checkpoint`` set (paths or None).
+    ``prog`` names the command in the usage line. Returns the CLI with ``best_checkpoint`` and ``last_checkpoint``
+    set (paths or None).
     """
     with quiet_lightning():
-        return _train(args)
+        return _train(args, prog)
 
 
-def _train(args: list[str]) -> DetectorCLI:
-    defaults = {} if _has_config(args) else {"default_config_files": [str(config_path(DEFAULT_CONFIG))]}
+def _train(args: list[str], prog: str) -> DetectorCLI:
+    defaults = {"prog": prog}
+    if not _has_config(args):
+        defaults["default_config_files"] = [str(config_path(DEFAULT_CONFIG))]
     cli = DetectorCLI(CenterNetModule, DetectionDataModule, run=False, args=_with_packaged_configs(args),
                       save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
                       parser_kwargs=defaults)
@@ -260,9 +262,9 @@ def _train(args: list[str]) -> DetectorCLI:
     return cli
 
 
-def eval_parser(checkpoint: dict | None = None) -> ArgumentParser:
+def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") -> ArgumentParser:
     """The options of :func:`evaluate`; the ``--data.*`` defaults are the checkpoint's training data if given."""
-    parser = ArgumentParser(prog="centernet eval", description=(
+    parser = ArgumentParser(prog=prog, description=(
         "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
         "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
         "for your own COCO-format split)."))

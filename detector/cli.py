@@ -32,11 +32,22 @@ EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 
 
+def command_name(command: str) -> str:
+    """What the user ran, for the usage line of ``command``: the script as typed (``tools/train.py``),
+    ``python -m detector.cli train``, or else ``centernet train`` (the console script)."""
+    script = Path(sys.argv[0])
+    if script.stem == command:
+        return sys.argv[0]
+    if script.name == "cli.py" and script.parent.name == "detector":
+        return f"python -m detector.cli {command}"
+    return f"centernet {command}"
+
+
 def train_main(args: list[str] | None = None):
     """``centernet train``: LightningCLI over ``detector.api.train``; prints the report. Returns the CLI."""
     from detector.api import train
 
-    cli = train(list(sys.argv[1:] if args is None else args))
+    cli = train(list(sys.argv[1:] if args is None else args), prog=command_name("train"))
     _print_train_report(cli)
     return cli
 
@@ -74,7 +85,8 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     args = list(sys.argv[1:] if args is None else args)
     path = _argument_value(args, "--checkpoint")
     wants_help = bool({"-h", "--help"} & set(args))
-    config = eval_parser(load_checkpoint(path) if path and not wants_help else None).parse_args(args)
+    parser = eval_parser(load_checkpoint(path) if path and not wants_help else None, prog=command_name("eval"))
+    config = parser.parse_args(args)
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
@@ -97,7 +109,7 @@ def _argument_value(args: list[str], name: str) -> str | None:
 
 
 def demo_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="centernet demo", description=(
+    parser = ArgumentParser(prog=command_name("demo"), description=(
         "Run a trained detector on a webcam, a video, a stream, an image or a folder of images; q or Esc quits."))
     parser.add_argument("--checkpoint", type=str | None, default=None, help="training checkpoint (torch backend)")
     parser.add_argument("--source", type=str, required=True,
@@ -219,7 +231,7 @@ def _usage(parser: ArgumentParser, make: Callable):
 
 
 def export_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="centernet export", description=(
+    parser = ArgumentParser(prog=command_name("export"), description=(
         "Export a trained checkpoint with decoding inside the graph (contract in detector/export.py)."))
     parser.add_argument("--checkpoint", type=str, required=True, help="training checkpoint")
     parser.add_argument("--format", type=str, choices=["onnx", "torchscript"], default="onnx")
@@ -245,7 +257,7 @@ def export_main(args: list[str] | None = None) -> None:
 def check_parser() -> ArgumentParser:
     from detector.data.datamodule import DetectionDataModule
 
-    parser = ArgumentParser(prog="centernet check", description=(
+    parser = ArgumentParser(prog=command_name("check"), description=(
         "Check a dataset before training: per-class counts, box size histograms, the readers' warnings, and "
         "training images with their boxes drawn after the augmentation. Takes training's --data.* options."))
     parser.add_class_arguments(DetectionDataModule, "data")

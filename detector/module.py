@@ -1,9 +1,10 @@
 """The LightningModule: orchestrates the plain ``CenterNet`` network, its loss, the optimiser and the metric."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,31 @@ from detector.targets import RadiusRule, encode, ignore_regions
 from detector.visualize import prediction_grid
 
 
+@dataclass(frozen=True)
+class OptimOptions:
+    """The optimiser and its learning-rate schedule (``--model.optim.*``; YAML ``model: {optim: {...}}``).
+
+    Args:
+        lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
+        lr_batch_size: the total batch ``lr`` was tuned for; the learning rate used is
+            ``lr * (batch_size * devices * num_nodes * accumulate_grad_batches) / lr_batch_size`` (linear scaling).
+            Null: use ``lr`` as given.
+        weight_decay: Adam weight decay.
+        schedule: ``step`` (x ``gamma`` at each epoch of ``milestones``) or ``cosine`` (to 0 at the last epoch).
+        milestones: epochs of the step schedule's drops (default 90, 120: the paper's COCO recipe).
+        gamma: the step schedule's factor.
+        warmup_epochs: linear warmup from 1/10 of the learning rate, in epochs (fractions allowed); 0 disables it.
+    """
+
+    lr: float = 5e-4
+    lr_batch_size: int | None = None
+    weight_decay: float = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [90, 120])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+
+
 class CenterNetModule(pl.LightningModule):
     """Trains and validates a ``CenterNet``.
 
@@ -34,15 +60,7 @@ class CenterNetModule(pl.LightningModule):
         neck: ``lean`` (the fast default), ``dcn`` (the paper's ResNet-18 + DCN) or ``deconv`` (its plain variant).
         weights: backbone weights: ``imagenet`` (download), null (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head.
-        lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
-        lr_batch_size: the total batch ``lr`` was tuned for; the learning rate used is
-            ``lr * (batch_size * devices * num_nodes * accumulate_grad_batches) / lr_batch_size`` (linear scaling).
-            Null: use ``lr`` as given.
-        weight_decay: Adam weight decay.
-        schedule: ``step`` (x ``gamma`` at each epoch of ``milestones``) or ``cosine`` (to 0 at the last epoch).
-        milestones: epochs of the step schedule's drops (default 90, 120: the paper's COCO recipe).
-        gamma: the step schedule's factor.
-        warmup_epochs: linear warmup from 1/10 of the learning rate, in epochs (fractions allowed); 0 disables it.
+        optim: the optimiser and its learning-rate schedule, an :class:`OptimOptions` (or a dict of its fields).
         max_detections: detections kept per image (top-K of decoding).
         flip_test: average the heatmaps of each validation image and its mirror.
         nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
@@ -66,13 +84,7 @@ class CenterNetModule(pl.LightningModule):
         neck: NeckName = "lean",
         weights: str | None = None,
         head_channels: int = 64,
-        lr: float = 5e-4,
-        lr_batch_size: int | None = None,
-        weight_decay: float = 0.0,
-        schedule: Literal["step", "cosine"] = "step",
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
+        optim: OptimOptions = OptimOptions(),
         max_detections: int = 100,
         flip_test: bool = False,
         nms_iou: float | None = None,
@@ -82,8 +94,9 @@ class CenterNetModule(pl.LightningModule):
         nonfinite_limit: int = 20,
     ):
         super().__init__()
+        self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
+        optim = dataclasses.asdict(self.optim)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
-        self.hparams.milestones = [90, 120] if milestones is None else list(milestones)
         self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
         if init_from:
             self._init_from(init_from)
@@ -227,22 +240,22 @@ class CenterNetModule(pl.LightningModule):
     # optimisation -----------------------------------------------------------------------------------------------
 
     def effective_lr(self) -> float:
-        hp = self.hparams
-        if not hp.lr_batch_size:
-            return hp.lr
+        opt = self.optim
+        if not opt.lr_batch_size:
+            return opt.lr
         trainer = self.trainer
         total = trainer.datamodule.hparams.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        return hp.lr * total / hp.lr_batch_size
+        return opt.lr * total / opt.lr_batch_size
 
     def configure_optimizers(self):
-        hp = self.hparams
+        opt = self.optim
         lr = self.effective_lr()
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=opt.weight_decay)
         steps_per_epoch, total_steps = training_steps(self.trainer)
-        check_schedule(hp.schedule, hp.milestones, steps_per_epoch, total_steps)
-        rank_zero_info(f"learning rate {lr:.3g} (lr {hp.lr:g} for a batch of {hp.lr_batch_size or 'any size'}), "
-                       f"{hp.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
-        scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch, total_steps)
+        check_schedule(opt.schedule, opt.milestones, steps_per_epoch, total_steps)
+        rank_zero_info(f"learning rate {lr:.3g} (lr {opt.lr:g} for a batch of {opt.lr_batch_size or 'any size'}), "
+                       f"{opt.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
+        scale = lr_factor(opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs, steps_per_epoch, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
         self._asked_schedule = replace(scale)  # a resume restores the run's own into ``scale``: on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -291,15 +304,17 @@ def check_schedule(schedule: str, milestones: list[int], steps_per_epoch: int, t
     """Refuse a schedule that cannot do what it says: a cosine without an end, a step drop after the run's end."""
     epochs = total_steps / steps_per_epoch
     if schedule == "cosine" and math.isinf(total_steps):
-        raise ValueError("model.schedule cosine needs a bounded run: set --trainer.max_epochs or --trainer.max_steps")
+        raise ValueError("model.optim.schedule cosine needs a bounded run: set --trainer.max_epochs or "
+                         "--trainer.max_steps")
     if schedule != "step":
         return
     late = [m for m in milestones if m * steps_per_epoch >= total_steps]
     if late:
         raise ValueError(
-            f"model.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps of "
-            f"{steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
-            f"{epochs:.4g} (e.g. --model.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the run")
+            f"model.optim.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps "
+            f"of {steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
+            f"{epochs:.4g} (e.g. --model.optim.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the "
+            "run")
 
 
 def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
