@@ -202,8 +202,8 @@ def export_main(args: list[str] | None = None) -> None:
             warnings.filterwarnings("ignore", message=message)
         path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections,
                                  config.precision, config.calibration)
-    print(f"wrote {path} ({config.format}, {config.precision}; input images uint8 [B, 3, S, S] letterboxed RGB; outputs boxes, scores, "
-          f"labels)")
+    print(f"wrote {path} ({config.format}, {config.precision}; input images uint8 [B, 3, S, S] letterboxed RGB; "
+          f"outputs boxes, scores, labels)")
 
 
 def check_parser() -> ArgumentParser:

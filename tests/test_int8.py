@@ -36,8 +36,8 @@ def shapes_image(seed: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
     x, y = rng.integers(0, 12, 2)
-    boxes = np.array([[x + 4, y + 6, x + 34, y + 36], [x + 50, y + 44, x + 80, y + 74], [x + 14, y + 56, x + 44, y + 80]],
-                     dtype=np.float32)
+    boxes = np.array([[4, 6, 34, 36], [50, 44, 80, 74], [14, 56, 44, 80]], dtype=np.float32) + [x, y, x, y]
+    boxes = boxes.astype(np.float32)
     for (x1, y1, x2, y2), colour in zip(boxes.astype(int), [(230, 40, 40), (230, 40, 40), (40, 200, 240)]):
         image[y1:y2, x1:x2] = colour
     return image, torch.from_numpy(boxes), torch.tensor([0, 0, 1])
@@ -70,14 +70,17 @@ def trained(tmp_path_factory):
     return checkpoint, folder / "train"
 
 
-def assert_boxes_agree(got, want):
-    """Each fp32 box has an int8 box of its class at IoU > 0.9, with a score within 0.1."""
-    assert len(want) >= 3 and abs(len(got) - len(want)) <= 1, (len(got), len(want))
-    ious = iou_xyxy(torch.from_numpy(want.boxes), torch.from_numpy(got.boxes))  # [fp32, int8]
-    best, match = ious.max(dim=1)
-    assert (best > 0.9).all(), best
-    np.testing.assert_array_equal(got.labels[match.numpy()], want.labels)
-    np.testing.assert_allclose(got.scores[match.numpy()], want.scores, atol=0.1)
+def assert_boxes_agree(int8, fp32, image):
+    """Each fp32 box (score >= 0.25) has an int8 box of its class at IoU > 0.9 with a score within 0.1 (int8 read
+    down to 0.15, so that a box at the threshold is not lost to rounding), and the other way round."""
+    want, got = fp32.predict(image, conf=0.25), int8.predict(image, conf=0.15)
+    assert len(want) >= 2, want
+    for a, b in ((want, got), (int8.predict(image, conf=0.25), fp32.predict(image, conf=0.15))):
+        ious = iou_xyxy(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes))  # [a, b]
+        best, match = ious.max(dim=1)
+        assert (best > 0.9).all(), best
+        np.testing.assert_array_equal(b.labels[match.numpy()], a.labels)
+        np.testing.assert_allclose(b.scores[match.numpy()], a.scores, atol=0.1)
 
 
 def test_int8_detector_finds_the_fp32_boxes(trained):
@@ -85,8 +88,8 @@ def test_int8_detector_finds_the_fp32_boxes(trained):
     fp32 = Detector.from_checkpoint(checkpoint)
     int8 = Detector.from_checkpoint(checkpoint, precision="int8", calibration=train)
     images = [shapes_image(seed)[0] for seed in (10, 11)]  # not the calibration images
-    for got, want in zip(int8.predict(images), fp32.predict(images)):
-        assert_boxes_agree(got, want)
+    for image in images:
+        assert_boxes_agree(int8, fp32, image)
     # flip test and heatmaps keep working: the torch side around the quantized network is unchanged
     assert int8.predict_frame(images[0], flip=True, heatmap=True).heatmap.shape == (2, SIZE // 4, SIZE // 4)
 
@@ -110,8 +113,7 @@ def test_exported_int8_file_runs_behind_the_onnx_detector(trained, tmp_path):
     assert "int8" in result.stdout
     detector = OnnxDetector(tmp_path / "int8.onnx")
     assert detector.precision == "int8"
-    image = shapes_image(12)[0]
-    assert_boxes_agree(detector.predict(image), Detector.from_checkpoint(checkpoint).predict(image))
+    assert_boxes_agree(detector, Detector.from_checkpoint(checkpoint), shapes_image(12)[0])
 
 
 def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(trained, tmp_path):
