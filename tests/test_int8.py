@@ -90,6 +90,7 @@ def test_int8_detector_finds_the_fp32_boxes(trained):
     images = [shapes_image(seed)[0] for seed in (10, 11)]  # not the calibration images
     for image in images:
         assert_boxes_agree(int8, fp32, image)
+        assert not np.array_equal(int8.predict(image).scores, fp32.predict(image).scores)  # int8 did run
     # flip test and heatmaps keep working: the torch side around the quantized network is unchanged
     assert int8.predict_frame(images[0], flip=True, heatmap=True).heatmap.shape == (2, SIZE // 4, SIZE // 4)
 
