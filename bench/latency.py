@@ -16,6 +16,16 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
   81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
   time does not depend on ``--sizes``.
+- ``ONNX Runtime``: ours exported by ``detector.export.export_onnx`` (decoding inside the graph), run by
+  ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8 (``detector.quantize``: the
+  network statically quantized, QDQ, per-channel; calibrated on random images here, which changes no time).
+  Skipped with a note without onnxruntime.
+- ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
+  ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
+  autocast. ultralytics is for this benchmark only, never a dependency of the package; the rows are skipped with a
+  note when it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
+  ``pip install --no-deps ultralytics`` (then ``python -c "import ultralytics"``; add only what that import asks
+  for, also with ``--no-deps``).
 - ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
 
 OpenMP threads spin while waiting; on a machine whose cores are busy with other work a spinning thread waits for
@@ -43,13 +53,16 @@ import argparse
 import copy
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torchvision.models import detection
 
+from detector.export import export_onnx
 from detector.inference import bf16_supported, detect, forward_images, postprocess
 from detector.model import CenterNet, ResNet18Backbone
 from detector.model.compiled import CompiledNetwork
@@ -96,7 +109,52 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
     return run
 
 
-def build(size: int, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
+def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
+    """Ours exported (``export_onnx``) and quantized (``detector.quantize``, calibrated on 8 random images: the
+    ranges do not change the time), run by ``OnnxDetector`` with torch's thread count; {} without onnxruntime."""
+    try:
+        from detector.predictor import OnnxDetector
+        from detector.quantize import quantize_onnx, require_onnxruntime
+        require_onnxruntime()
+    except Exception as error:  # noqa: BLE001  (the rows are optional)
+        print(f"note: no ONNX Runtime rows ({error})")
+        return {}
+    fp32 = export_onnx(model, Path(folder) / "ours_fp32.onnx", [str(i) for i in range(NUM_CLASSES)], size)
+    calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8).numpy() for _ in range(8)]
+    int8 = quantize_onnx(fp32, Path(folder) / "ours_int8.onnx", calibration)
+    runners = {}
+    for precision, path in (("fp32", fp32), ("int8", int8)):
+        detector = OnnxDetector(path, threads=torch.get_num_threads())
+
+        def run(image: np.ndarray, detector=detector):
+            batch, meta = detector.prepare([image])
+            return detector.infer(batch, meta)
+        runners[f"ours (lean) ONNX Runtime {precision}"] = run
+    return runners
+
+
+def yolov8n_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """ultralytics YOLOv8n from its model YAML (random weights, no download), ``predict`` at ``imgsz=size`` (its own
+    letterbox, which pads 640x480 to 512x384 only, its NMS, boxes in original pixels), fp32 and under bf16
+    autocast; {} with a note when ultralytics is not installed (see the module docstring)."""
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        print("note: ultralytics is not installed: no YOLOv8n rows (pip install --no-deps ultralytics, see the "
+              "docstring)")
+        return {}
+    model = YOLO("yolov8n.yaml")
+
+    def run(image: np.ndarray, precision: str):
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            return model.predict(image[..., ::-1], imgsz=size, device="cpu", verbose=False)  # it expects BGR
+    runners = {"YOLOv8n (ultralytics) fp32": lambda image: run(image, "fp32")}
+    if bf16_supported("cpu"):
+        runners["YOLOv8n (ultralytics) bf16"] = lambda image: run(image, "bf16")
+    return runners
+
+
+def build(size: int, folder: str, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
     ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
     paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
     paper_prepared = prepare_for_inference(paper)
@@ -120,6 +178,8 @@ def build(size: int, compile: bool = False) -> dict[str, Callable[[np.ndarray], 
     runners["fasterrcnn_mobilenet_v3_large_320_fpn fp32"] = torchvision_runner(
         detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
                                                         num_classes=NUM_CLASSES + 1).eval())
+    runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder))
+    runners.update(yolov8n_runners(size))
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners
 
@@ -237,7 +297,8 @@ def main() -> None:
         if args.ablation:
             report_ablation(size, measure(ablation_runners(size), image, args.repeats, args.warmup))
         else:
-            report(size, measure(build(size, args.compile), image, args.repeats, args.warmup))
+            with tempfile.TemporaryDirectory() as folder:
+                report(size, measure(build(size, folder, args.compile), image, args.repeats, args.warmup))
 
 
 if __name__ == "__main__":

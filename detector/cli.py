@@ -137,9 +137,12 @@ def demo_parser() -> ArgumentParser:
                         help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
-    parser.add_argument("--precision", type=str, choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs "
-                             "(torch backend)")
+    parser.add_argument("--precision", type=str | None, choices=["fp32", "bf16", "int8", None], default=None,
+                        help="fp32 (default); bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on "
+                             "GPUs (torch backend); int8: the network quantized by ONNX Runtime on the CPU (torch "
+                             "backend: needs --calibration; onnx backend: a file exported with --precision int8)")
+    parser.add_argument("--calibration", type=str | None, default=None,
+                        help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
     parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
@@ -157,22 +160,27 @@ def demo_main(args: list[str] | None = None) -> None:
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
-    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision != "fp32"
+    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision == "bf16"
                                      or config.device not in (None, "cpu")):
-        parser.error("--backend onnx needs --onnx model.onnx, runs on the CPU in fp32 only (no --device cuda, no "
-                     "--precision bf16) and cannot draw --heatmap")
+        parser.error("--backend onnx needs --onnx model.onnx, runs on the CPU in fp32 or int8 (no --device cuda, "
+                     "no --precision bf16) and cannot draw --heatmap")
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
     sink = open_sink(config.output, source)
     if config.backend == "onnx":
         detector = OnnxDetector(config.onnx, threads=config.threads)
-        print("device: cpu; onnxruntime backend")
+        if config.precision not in (None, detector.precision):
+            raise SystemExit(f"error: {config.onnx} is {detector.precision}, not {config.precision}: for int8, export "
+                             "it with centernet export --precision int8 --calibration <training images>")
+        print(f"device: cpu; onnxruntime backend, {detector.precision}")
     else:
-        device = pick_device(config.device)
-        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device,
-                                                                   precision=config.precision))
-        print(f"device: {describe_device(device)}; torch backend, {config.precision}")
+        precision = config.precision or "fp32"
+        # int8 runs in ONNX Runtime on the CPU: CUDA is not picked for it unless asked (which Detector refuses)
+        device = pick_device(config.device if config.device or precision != "int8" else "cpu")
+        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
+                                                                   calibration=config.calibration))
+        print(f"device: {describe_device(device)}; torch backend, {precision}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
                           agnostic=config.agnostic)
@@ -238,6 +246,10 @@ def export_parser() -> ArgumentParser:
     parser.add_argument("--output", type=str, required=True, help="file to write, e.g. model.onnx or model.pt")
     parser.add_argument("--max_detections", "--max-detections", type=int, default=100,
                         help="K, detections per image")
+    parser.add_argument("--precision", type=str, choices=["fp32", "int8"], default="fp32",
+                        help="int8: the network quantized by ONNX Runtime (ONNX only; needs --calibration)")
+    parser.add_argument("--calibration", type=str | None, default=None,
+                        help="training images (folder or glob) to calibrate --precision int8 on (32 are read)")
     return parser
 
 
@@ -245,13 +257,17 @@ def export_main(args: list[str] | None = None) -> None:
     """``centernet export``: write the checkpoint's network as ONNX or TorchScript."""
     from detector.export import export_checkpoint
 
-    config = export_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    parser = export_parser()
+    config = parser.parse_args(list(sys.argv[1:] if args is None else args))
+    if config.precision == "int8" and config.format != "onnx":
+        parser.error("--precision int8 exports ONNX only (ONNX Runtime runs it): use --format onnx")
     with warnings.catch_warnings():
         for message in EXPORT_NOISE:
             warnings.filterwarnings("ignore", message=message)
-        path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections)
-    print(f"wrote {path} ({config.format}; input images uint8 [B, 3, S, S] letterboxed RGB; outputs boxes, scores, "
-          f"labels)")
+        path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections,
+                                 config.precision, config.calibration)
+    print(f"wrote {path} ({config.format}, {config.precision}; input images uint8 [B, 3, S, S] letterboxed RGB; "
+          f"outputs boxes, scores, labels)")
 
 
 def check_parser() -> ArgumentParser:
