@@ -2,7 +2,7 @@
 initialisation for the same steps with several seeds, evaluated with COCOeval on the validation split.
 
 The base arm is the paper's recipe on the default network: crop-and-warp augmentation with colour and lighting
-(``augmentation: paper``), the paper's Gaussian radius, every box with area kept. The others differ in one thing:
+(``augment: {kind: paper}``), the paper's Gaussian radius, every box with area kept. The others differ in one thing:
 
     deconv       the paper's plain network (three 256-channel up-convolutions, full heads)
     dcn          the paper's ResNet-18 + DCN network (its headline numbers)
@@ -36,32 +36,32 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from detector.data import DetectionDataModule
+from detector.data import AugmentOptions, DetectionDataModule
 from detector.evaluation import coco_evaluate, detections_to_coco
 from detector.inference import detect
 from detector.model.fuse import prepare_for_inference
-from detector.module import CenterNetModule
+from detector.module import CenterNetModule, OptimOptions
 
-BASE = {"model": {"neck": "lean", "radius": "paper"}, "data": {"augmentation": "paper"}}
+BASE = {"model": {"neck": "lean", "radius": "paper"}, "augment": {"kind": "paper"}}
 ARMS = {  # name -> what differs from BASE
     "base": {},
     "deconv": {"model": {"neck": "deconv"}},
     "dcn": {"model": {"neck": "dcn"}},
     "exact": {"model": {"radius": "exact"}},
     "elliptical": {"model": {"radius": "elliptical"}},
-    "resize": {"data": {"augmentation": "resize", "min_visibility": 0.0, "min_box_size": 0.0}},
-    "drop": {"data": {"min_visibility": 0.3, "min_box_size": 2.0}},
+    "resize": {"augment": {"kind": "resize", "min_visibility": 0.0, "min_box_size": 0.0}},
+    "drop": {"augment": {"min_visibility": 0.3, "min_box_size": 2.0}},
     # the choices the evidence of the arms above picked, together (the default configs' recipe)
-    "chosen": {"model": {"radius": "elliptical"}, "data": {"augmentation": "resize", "min_visibility": 0.0,
-                                                           "min_box_size": 0.0}},
+    "chosen": {"model": {"radius": "elliptical"}, "augment": {"kind": "resize", "min_visibility": 0.0,
+                                                              "min_box_size": 0.0}},
 }
 
 
 def arm_settings(name: str) -> tuple[dict, dict]:
-    """(model arguments, data arguments) of an arm."""
+    """(model arguments, the data module's augment options) of an arm."""
     model = {**BASE["model"], **ARMS[name].get("model", {})}
-    data = {"min_visibility": 0.0, "min_box_size": 0.0, **BASE["data"], **ARMS[name].get("data", {})}
-    return model, data
+    augment = {"min_visibility": 0.0, "min_box_size": 0.0, **BASE["augment"], **ARMS[name].get("augment", {})}
+    return model, augment
 
 
 def evaluate(model: torch.nn.Module, data: DetectionDataModule) -> dict[str, float]:
@@ -80,10 +80,12 @@ def run(name: str, seed: int, args: argparse.Namespace) -> dict:
     model_args, data_args = arm_settings(name)
     pl.seed_everything(seed, workers=True)
     data = DetectionDataModule(dataset=args.dataset, root=args.root, input_size=args.input_size,
-                               batch_size=args.batch_size, num_workers=args.workers, seed=seed, **data_args)
+                               batch_size=args.batch_size, num_workers=args.workers, seed=seed,
+                               augment=AugmentOptions(**data_args))
     module = CenterNetModule(num_classes=data.num_classes, class_names=data.class_names,
-                             category_ids=data.category_ids, input_size=args.input_size, weights=None, lr=args.lr,
-                             schedule="cosine", warmup_epochs=args.warmup_epochs, **model_args)
+                             category_ids=data.category_ids, input_size=args.input_size, weights=None,
+                             optim=OptimOptions(lr=args.lr, schedule="cosine", warmup_epochs=args.warmup_epochs),
+                             **model_args)
     trainer = pl.Trainer(accelerator="cpu", max_steps=args.steps, max_epochs=-1, limit_val_batches=0, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          gradient_clip_val=10.0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from detector.data.datamodule import DetectionDataModule
+from detector.data.datamodule import AugmentOptions, DetectionDataModule
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
@@ -36,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    data = DetectionDataModule(dataset="synthetic", input_size=160, scale_range=(0.7, 1.3), batch_size=16,
-                               num_workers=0)
+    data = DetectionDataModule(dataset="synthetic", input_size=160, augment=AugmentOptions(scale_range=(0.7, 1.3)),
+                               batch_size=16, num_workers=0)
     data.prepare_data()
     data.setup("fit")
     batches = [b for _, b in zip(range(4), data.train_dataloader())]

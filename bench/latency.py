@@ -9,10 +9,23 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
 - ``paper``: the paper's plain network without DCN (``neck="deconv"``) built in this project: ``plain`` is the
   eval-mode module as is (NCHW, BatchNorm unfolded: how it ran before issue 7, the reference of the ratios), ``prepared`` gets the same
   inference preparation as ours.
-- ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach.
+- ``body``: the ResNet-18 body alone (network only, prepared), the floor our whole network can approach; the
+  ``(network only)`` rows of the paper's network and ours compare it like with like (no letterbox, no decode).
+- ``compiled`` (with ``--compile``): ``detector.model.compiled.CompiledNetwork`` (``Detector(compile=True)``), for
+  ours, the prepared paper network and the body; compiling happens during the warm-up and is timed apart.
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
   81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
   time does not depend on ``--sizes``.
+- ``ONNX Runtime``: ours exported by ``detector.export.export_onnx`` (decoding inside the graph), run by
+  ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8 (``detector.quantize``: the
+  network statically quantized, QDQ, per-channel; calibrated on random images here, which changes no time).
+  Skipped with a note without onnxruntime.
+- ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
+  ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
+  autocast. ultralytics is for this benchmark only, never a dependency of the package; the rows are skipped with a
+  note when it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
+  ``pip install --no-deps ultralytics`` (then ``python -c "import ultralytics"``; add only what that import asks
+  for, also with ``--no-deps``).
 - ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
 
 OpenMP threads spin while waiting; on a machine whose cores are busy with other work a spinning thread waits for
@@ -23,7 +36,12 @@ sets ``OMP_WAIT_POLICY=PASSIVE`` unless it is set already.
 the lean network with the paper's full 3x3 heads or depthwise-separable ones, NCHW or channels_last, BatchNorm
 kept or folded, fp32 or bf16.
 
-    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--ablation]
+Two ratios per row, like with like: ``x plain`` against the paper's network as its own code runs it (fp32, NCHW,
+BatchNorm unfolded; the targets of issue 16 are against it: design and preparation together) and ``x prepared``
+against the paper's network with the same preparation and precision as the row (the design alone; for compiled rows
+the compiled paper network). Network-only rows are compared with the paper's network-only rows.
+
+    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--compile] [--ablation]
 """
 from __future__ import annotations
 
@@ -35,15 +53,19 @@ import argparse
 import copy
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from torchvision.models import detection
 
+from detector.export import export_onnx
 from detector.inference import bf16_supported, detect, forward_images, postprocess
 from detector.model import CenterNet, ResNet18Backbone
+from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.model.head import CenterNetHead
 from detector.preprocess import letterbox, normalize, to_chw_tensor
@@ -87,7 +109,52 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
     return run
 
 
-def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
+    """Ours exported (``export_onnx``) and quantized (``detector.quantize``, calibrated on 8 random images: the
+    ranges do not change the time), run by ``OnnxDetector`` with torch's thread count; {} without onnxruntime."""
+    try:
+        from detector.predictor import OnnxDetector
+        from detector.quantize import quantize_onnx, require_onnxruntime
+        require_onnxruntime()
+    except Exception as error:  # noqa: BLE001  (the rows are optional)
+        print(f"note: no ONNX Runtime rows ({error})")
+        return {}
+    fp32 = export_onnx(model, Path(folder) / "ours_fp32.onnx", [str(i) for i in range(NUM_CLASSES)], size)
+    calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8).numpy() for _ in range(8)]
+    int8 = quantize_onnx(fp32, Path(folder) / "ours_int8.onnx", calibration)
+    runners = {}
+    for precision, path in (("fp32", fp32), ("int8", int8)):
+        detector = OnnxDetector(path, threads=torch.get_num_threads())
+
+        def run(image: np.ndarray, detector=detector):
+            batch, meta = detector.prepare([image])
+            return detector.infer(batch, meta)
+        runners[f"ours (lean) ONNX Runtime {precision}"] = run
+    return runners
+
+
+def yolov8n_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """ultralytics YOLOv8n from its model YAML (random weights, no download), ``predict`` at ``imgsz=size`` (its own
+    letterbox, which pads 640x480 to 512x384 only, its NMS, boxes in original pixels), fp32 and under bf16
+    autocast; {} with a note when ultralytics is not installed (see the module docstring)."""
+    try:
+        from ultralytics import YOLO
+    except ImportError:
+        print("note: ultralytics is not installed: no YOLOv8n rows (pip install --no-deps ultralytics, see the "
+              "docstring)")
+        return {}
+    model = YOLO("yolov8n.yaml")
+
+    def run(image: np.ndarray, precision: str):
+        with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+            return model.predict(image[..., ::-1], imgsz=size, device="cpu", verbose=False)  # it expects BGR
+    runners = {"YOLOv8n (ultralytics) fp32": lambda image: run(image, "fp32")}
+    if bf16_supported("cpu"):
+        runners["YOLOv8n (ultralytics) bf16"] = lambda image: run(image, "bf16")
+    return runners
+
+
+def build(size: int, folder: str, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
     ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
     paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
     paper_prepared = prepare_for_inference(paper)
@@ -96,8 +163,10 @@ def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
         "paper (deconv) fp32 plain": centernet_runner(paper, size, "fp32"),
         "paper (deconv) fp32 prepared": centernet_runner(paper_prepared, size, "fp32"),
         "ours (lean) fp32": centernet_runner(ours, size, "fp32"),
-        "ResNet-18 body fp32 (network only)": body_runner(body, size, "fp32"),
+        **network_only_runners(paper, paper_prepared, ours, body, size),
     }
+    if compile:
+        runners.update(compiled_runners(paper_prepared, ours, body, size))
     if bf16_supported("cpu"):
         runners.update({
             "paper (deconv) bf16 prepared": centernet_runner(paper_prepared, size, "bf16"),
@@ -109,8 +178,42 @@ def build(size: int) -> dict[str, Callable[[np.ndarray], object]]:
     runners["fasterrcnn_mobilenet_v3_large_320_fpn fp32"] = torchvision_runner(
         detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
                                                         num_classes=NUM_CLASSES + 1).eval())
+    runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder))
+    runners.update(yolov8n_runners(size))
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners
+
+
+def network_only_runners(paper: torch.nn.Module, paper_prepared: torch.nn.Module, ours: torch.nn.Module,
+                         body: torch.nn.Module, size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """The networks without letterbox and decode, to compare the body (the floor) with networks, not pipelines."""
+    return {"paper (deconv) fp32 plain (network only)": body_runner(paper, size, "fp32"),
+            "paper (deconv) fp32 prepared (network only)": body_runner(paper_prepared, size, "fp32"),
+            "ours (lean) fp32 (network only)": body_runner(ours, size, "fp32"),
+            "ResNet-18 body fp32 (network only)": body_runner(body, size, "fp32")}
+
+
+def compiled_runners(paper_prepared: torch.nn.Module, ours: torch.nn.Module, body: torch.nn.Module,
+                     size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """``CompiledNetwork`` of each (``Detector(compile=True)``); the first call compiles, so it is timed here."""
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    runners = {"paper (deconv) fp32 prepared compiled": centernet_runner(CompiledNetwork(paper_prepared), size,
+                                                                          "fp32"),
+               "ours (lean) fp32 compiled": centernet_runner(CompiledNetwork(ours), size, "fp32"),
+               "ResNet-18 body fp32 compiled (network only)": body_runner(CompiledNetwork(body), size, "fp32")}
+    for name, run in runners.items():
+        start = time.perf_counter()
+        run(image)
+        print(f"compiling {name}: {time.perf_counter() - start:.0f} s")
+    return runners
+
+
+def references(name: str, median: dict[str, float]) -> tuple[float, float]:
+    """(paper plain, paper prepared) medians comparable with row ``name``: same kind (end to end or network
+    only); the prepared one also of the same precision and, for a compiled row, compiled (nan if not timed)."""
+    kind = " (network only)" if name.endswith("(network only)") else ""
+    prepared = f"paper (deconv) {'bf16' if 'bf16' in name else 'fp32'} prepared{' compiled' * ('compiled' in name)}"
+    return median[f"paper (deconv) fp32 plain{kind}"], median.get(prepared + kind, float("nan"))
 
 
 def ablation_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
@@ -157,20 +260,23 @@ def measure(runners: dict[str, Callable], image: np.ndarray, repeats: int, warmu
 
 def report(size: int, times: dict[str, list[float]]) -> None:
     median = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    reference = median["paper (deconv) fp32 plain"]
     print(f"\n{size} px, batch 1, 640x480 image, {NUM_CLASSES} classes, median of {len(next(iter(times.values())))} "
           f"interleaved runs")
-    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x paper':>8}")
+    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
     for name, value in median.items():
         q1, _, q3 = statistics.quantiles([1000 * t for t in times[name]], n=4)
-        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / reference:8.3f}")
-    ours, body = median["ours (lean) fp32"], median["ResNet-18 body fp32 (network only)"]
+        plain, prepared = references(name, median)
+        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
+    print("x plain: design + preparation (the targets); x prepared: the design alone; paper prepared / plain: the "
+          "preparation alone")
     decode = median["decode + unletterbox (ours' 80-class output)"]
-    print(f"ours fp32 / body fp32: {ours / body:.2f}; decode share of ours fp32: {100 * decode / ours:.1f}%", end="")
-    if "ours (lean) bf16" in median:
-        print(f", of ours bf16: {100 * decode / median['ours (lean) bf16']:.1f}%")
-    else:
-        print()
+    ours = median["ours (lean) fp32"]
+    print(f"ours fp32 end to end / its network only: {ours / median['ours (lean) fp32 (network only)']:.2f}; "
+          f"decode share of ours fp32: {100 * decode / ours:.1f}%", end="")
+    for name in ("ours (lean) fp32 compiled", "ours (lean) bf16"):
+        if name in median:
+            print(f", of {name}: {100 * decode / median[name]:.1f}%", end="")
+    print()
 
 
 def main() -> None:
@@ -180,6 +286,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablation", action="store_true", help="time the network alone, option by option")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile rows (compiling takes minutes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -190,7 +297,8 @@ def main() -> None:
         if args.ablation:
             report_ablation(size, measure(ablation_runners(size), image, args.repeats, args.warmup))
         else:
-            report(size, measure(build(size), image, args.repeats, args.warmup))
+            with tempfile.TemporaryDirectory() as folder:
+                report(size, measure(build(size, folder, args.compile), image, args.repeats, args.warmup))
 
 
 if __name__ == "__main__":

@@ -117,4 +117,16 @@ def check_classes(checkpoint: dict, class_names: list[str], source: str) -> None
             f"the checkpoint was trained for {len(trained)} classes {trained[:5]}{'...' if len(trained) > 5 else ''} "
             f"but {source} has {len(class_names)} classes {list(class_names)[:5]}"
             f"{'...' if len(class_names) > 5 else ''}. To fine-tune it on the new classes, train with "
-            f"--model.init_from <checkpoint> (the backbone and neck are kept, the heads start afresh).")
+            f"--model.init_from <checkpoint> (every weight is kept but the class heatmap head's).")
+
+
+def check_network(checkpoint: dict, wanted: ModelDescription, source: str) -> None:
+    """Refuse to load a checkpoint into another network: other classes (:func:`check_classes`), another neck or
+    head width (its weights would not fit)."""
+    check_classes(checkpoint, wanted.class_names, source)
+    trained = read_description(checkpoint)
+    changed = [f"{name} {getattr(trained, name)} (this run: {getattr(wanted, name)})"
+               for name in ("neck", "head_channels") if getattr(trained, name) != getattr(wanted, name)]
+    if changed:
+        raise CheckpointError(f"the checkpoint's network has {', '.join(changed)}: resume with the run's own config "
+                              "(--config <run folder>/config.yaml), or fine-tune with --model.init_from <checkpoint>")

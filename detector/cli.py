@@ -32,11 +32,22 @@ EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 
 
+def command_name(command: str) -> str:
+    """What the user ran, for the usage line of ``command``: the script as typed (``tools/train.py``),
+    ``python -m detector.cli train``, or else ``centernet train`` (the console script)."""
+    script = Path(sys.argv[0])
+    if script.stem == command:
+        return sys.argv[0]
+    if script.name == "cli.py" and script.parent.name == "detector":
+        return f"python -m detector.cli {command}"
+    return f"centernet {command}"
+
+
 def train_main(args: list[str] | None = None):
     """``centernet train``: LightningCLI over ``detector.api.train``; prints the report. Returns the CLI."""
     from detector.api import train
 
-    cli = train(list(sys.argv[1:] if args is None else args))
+    cli = train(list(sys.argv[1:] if args is None else args), prog=command_name("train"))
     _print_train_report(cli)
     return cli
 
@@ -68,20 +79,23 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     """
     from pytorch_lightning.utilities import rank_zero_only
 
-    from detector.api import eval_parser, evaluate
+    from detector.api import eval_output_folder, eval_parser, evaluate
     from detector.checkpoint import load_checkpoint
 
     args = list(sys.argv[1:] if args is None else args)
     path = _argument_value(args, "--checkpoint")
     wants_help = bool({"-h", "--help"} & set(args))
-    config = eval_parser(load_checkpoint(path) if path and not wants_help else None).parse_args(args)
+    parser = eval_parser(load_checkpoint(path) if path and not wants_help else None, prog=command_name("eval"))
+    config = parser.parse_args(args)
+    output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
-                      strategy=config.strategy, precision=config.precision)
+                      strategy=config.strategy, precision=config.precision, output=output)
     if rank_zero_only.rank == 0:
         print("\n" + result.table(config.checkpoint))
         if config.results:
             print(f"detections written to {config.results}")
+        print(f"results.csv, PR curves and confusion matrix written to {output}")
     return {f"val/{name}": value for name, value in result.metrics.items()}
 
 
@@ -95,13 +109,22 @@ def _argument_value(args: list[str], name: str) -> str | None:
 
 
 def demo_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="centernet demo", description=(
+    parser = ArgumentParser(prog=command_name("demo"), description=(
         "Run a trained detector on a webcam, a video, a stream, an image or a folder of images; q or Esc quits."))
     parser.add_argument("--checkpoint", type=str | None, default=None, help="training checkpoint (torch backend)")
     parser.add_argument("--source", type=str, required=True,
                         help="webcam index, video file, stream URL, image or folder of images")
     parser.add_argument("--output", type=str | None, default=None,
-                        help="annotated video file (video sources), folder (image sources) or image file (one image)")
+                        help="annotated video file (video sources), folder (image sources) or image file (one image); "
+                             "never a source file or the source folder")
+    parser.add_argument("--save_json", type=str | None, default=None,
+                        help="write the detections to this COCO-style results json (image_id, category_id: the "
+                             "dataset's ids, bbox xywh in pixels, score, file_name, frame for a video)")
+    parser.add_argument("--save_txt", type=str | None, default=None,
+                        help="write one YOLO label file per image or frame into this folder (class cx cy w h score, "
+                             "normalised; <image stem>.txt or <video stem>_<frame>.txt)")
+    parser.add_argument("--txt_scores", type=bool, default=True,
+                        help="false: --save_txt files without the score column (plain YOLO labels)")
     parser.add_argument("--conf", type=float, default=DEFAULT_SCORE_THRESHOLD, help="score threshold")
     parser.add_argument("--classes", type=str, nargs="+", default=None, help="only these classes (names or indices)")
     parser.add_argument("--heatmap", type=bool, nargs="?", const=True, default=False,
@@ -110,12 +133,16 @@ def demo_parser() -> ArgumentParser:
                         help="class-agnostic suppression: of boxes of different classes on one object, keep the best")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--device", type=str, default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--device", type=str | None, default=None,
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
-    parser.add_argument("--precision", type=str, choices=["fp32", "bf16"], default="fp32",
-                        help="bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on GPUs "
-                             "(torch backend)")
+    parser.add_argument("--precision", type=str | None, choices=["fp32", "bf16", "int8", None], default=None,
+                        help="fp32 (default); bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on "
+                             "GPUs (torch backend); int8: the network quantized by ONNX Runtime on the CPU (torch "
+                             "backend: needs --calibration; onnx backend: a file exported with --precision int8)")
+    parser.add_argument("--calibration", type=str | None, default=None,
+                        help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
     parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
@@ -126,34 +153,78 @@ def demo_main(args: list[str] | None = None) -> None:
     """``centernet demo``: open the source and output, load the detector, run the loop, print the report."""
     import torch
 
-    from detector.demo import DemoOptions, open_sink, open_source, run_demo
+    from detector.demo import DemoOptions, open_results, open_sink, open_source, run_demo
     from detector.predictor import Detector, OnnxDetector, resolve_classes
 
     parser = demo_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
-    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision != "fp32"):
-        parser.error("--backend onnx needs --onnx model.onnx, runs fp32 only (no --precision bf16) and cannot draw "
-                     "--heatmap")
+    if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision == "bf16"
+                                     or config.device not in (None, "cpu")):
+        parser.error("--backend onnx needs --onnx model.onnx, runs on the CPU in fp32 or int8 (no --device cuda, "
+                     "no --precision bf16) and cannot draw --heatmap")
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
     sink = open_sink(config.output, source)
     if config.backend == "onnx":
         detector = OnnxDetector(config.onnx, threads=config.threads)
+        if config.precision not in (None, detector.precision):
+            raise SystemExit(f"error: {config.onnx} is {detector.precision}, not {config.precision}: for int8, export "
+                             "it with centernet export --precision int8 --calibration <training images>")
+        print(f"device: cpu; onnxruntime backend, {detector.precision}")
     else:
-        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, config.device,
-                                                                   precision=config.precision))
+        precision = config.precision or "fp32"
+        # int8 runs in ONNX Runtime on the CPU: CUDA is not picked for it unless asked (which Detector refuses)
+        device = pick_device(config.device if config.device or precision != "int8" else "cpu")
+        detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
+                                                                   calibration=config.calibration))
+        print(f"device: {describe_device(device)}; torch backend, {precision}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
                           agnostic=config.agnostic)
-    report = run_demo(detector, source, sink, options)
+    results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores)
+    report = run_demo(detector, source, sink, options, results)
     print(report.summary())
     if report.frames == 0 and not report.stopped:
         raise SystemExit(f"error: no frame of {config.source} could be read")
-    if config.output:
-        print(f"output: {config.output}")
+    for flag, path in (("output", config.output), ("detections json", config.save_json),
+                       ("label files", config.save_txt)):
+        if path:
+            print(f"{flag}: {path}")
+
+
+def pick_device(requested: str | None):
+    """The demo's torch device: ``requested`` (checked), or CUDA when present, else the CPU. Raises
+    :class:`detector.demo.DemoError` naming ``--device`` for a device that is not there."""
+    import torch
+
+    from detector.demo import DemoError
+
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError as error:
+        raise DemoError(f"--device {requested}: not a torch device ({error}); use cpu, cuda or cuda:N") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DemoError(f"--device {requested}: CUDA is not available here; leave --device out (the CPU is then "
+                        f"used) or give --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DemoError(f"--device {requested}: this machine has {torch.cuda.device_count()} GPU(s), numbered from "
+                        f"0; give --device cuda:0")
+    return device
+
+
+def describe_device(device) -> str:
+    """``cpu (N threads)`` or ``cuda:0 (<GPU name>)``."""
+    import torch
+
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
 
 
 def _usage(parser: ArgumentParser, make: Callable):
@@ -168,13 +239,17 @@ def _usage(parser: ArgumentParser, make: Callable):
 
 
 def export_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="centernet export", description=(
+    parser = ArgumentParser(prog=command_name("export"), description=(
         "Export a trained checkpoint with decoding inside the graph (contract in detector/export.py)."))
     parser.add_argument("--checkpoint", type=str, required=True, help="training checkpoint")
     parser.add_argument("--format", type=str, choices=["onnx", "torchscript"], default="onnx")
     parser.add_argument("--output", type=str, required=True, help="file to write, e.g. model.onnx or model.pt")
     parser.add_argument("--max_detections", "--max-detections", type=int, default=100,
                         help="K, detections per image")
+    parser.add_argument("--precision", type=str, choices=["fp32", "int8"], default="fp32",
+                        help="int8: the network quantized by ONNX Runtime (ONNX only; needs --calibration)")
+    parser.add_argument("--calibration", type=str | None, default=None,
+                        help="training images (folder or glob) to calibrate --precision int8 on (32 are read)")
     return parser
 
 
@@ -182,19 +257,23 @@ def export_main(args: list[str] | None = None) -> None:
     """``centernet export``: write the checkpoint's network as ONNX or TorchScript."""
     from detector.export import export_checkpoint
 
-    config = export_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    parser = export_parser()
+    config = parser.parse_args(list(sys.argv[1:] if args is None else args))
+    if config.precision == "int8" and config.format != "onnx":
+        parser.error("--precision int8 exports ONNX only (ONNX Runtime runs it): use --format onnx")
     with warnings.catch_warnings():
         for message in EXPORT_NOISE:
             warnings.filterwarnings("ignore", message=message)
-        path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections)
-    print(f"wrote {path} ({config.format}; input images uint8 [B, 3, S, S] letterboxed RGB; outputs boxes, scores, "
-          f"labels)")
+        path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections,
+                                 config.precision, config.calibration)
+    print(f"wrote {path} ({config.format}, {config.precision}; input images uint8 [B, 3, S, S] letterboxed RGB; "
+          f"outputs boxes, scores, labels)")
 
 
 def check_parser() -> ArgumentParser:
     from detector.data.datamodule import DetectionDataModule
 
-    parser = ArgumentParser(prog="centernet check", description=(
+    parser = ArgumentParser(prog=command_name("check"), description=(
         "Check a dataset before training: per-class counts, box size histograms, the readers' warnings, and "
         "training images with their boxes drawn after the augmentation. Takes training's --data.* options."))
     parser.add_class_arguments(DetectionDataModule, "data")

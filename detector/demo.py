@@ -1,5 +1,7 @@
 """The demo: read frames from a webcam, a video, a stream, an image or a folder, detect, draw, and write them to a
-video or a folder and/or show them in a window, with the frame rate and a per-stage timing report.
+video or a folder and/or show them in a window, with the frame rate and a per-stage timing report; optionally the
+detections as files a program reads (a COCO-style results json, YOLO label txt files: :mod:`detector.results`).
+No output may overwrite a source file.
 
 Every image is ``[H, W, 3]`` uint8 RGB; OpenCV's BGR appears only where frames are read from a capture and
 written to a file or a window. Drawing is :mod:`detector.visualize`; the detector is any
@@ -15,16 +17,17 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detector.detections import DEFAULT_SCORE_THRESHOLD
+from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections
 from detector.errors import DetectorError
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageReadError, read_image
 from detector.predictor import BaseDetector
+from detector.results import CocoResultsWriter, YoloTxtWriter
 from detector.visualize import annotate, draw_fps
 
 # Consecutive failed reads after which a camera or stream (or a video file before its last frame) is given up.
@@ -44,6 +47,19 @@ def _warn(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+class Frame(NamedTuple):
+    """One image of a source. ``image``: ``[H, W, 3]`` uint8 RGB. ``image_id``: its index in the source (in the
+    sorted file list, unreadable files counted; or the frame index). ``file_name``: the image's file name, or the
+    video's (``webcam<N>``, or a stream's URL). ``frame``: the frame index of a video, webcam or stream (None for an
+    image file). ``stem``: its name for per-image files (the image's stem, or ``<video stem>_<frame:06d>``)."""
+
+    image: np.ndarray
+    image_id: int
+    file_name: str
+    frame: int | None
+    stem: str
+
+
 class ImageSource:
     """Image files, read in order with ``read_image``; an unreadable file is reported and skipped."""
 
@@ -55,10 +71,10 @@ class ImageSource:
         self.length = len(paths)
         self.skipped = 0
 
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for path in self.paths:
+    def __iter__(self) -> Iterator[Frame]:
+        for index, path in enumerate(self.paths):
             try:
-                yield path.name, read_image(path)
+                yield Frame(read_image(path), index, path.name, None, path.stem)
             except ImageReadError as error:
                 self.skipped += 1
                 _warn(f"warning: {error}; skipped")
@@ -68,13 +84,16 @@ class ImageSource:
 
 
 class VideoSource:
-    """A ``cv2.VideoCapture`` (webcam index, video file or stream URL) yielding ``(frame name, RGB frame)``."""
+    """A ``cv2.VideoCapture`` (webcam index, video file or stream URL) yielding :class:`Frame` s; ``name``
+    describes it in messages, ``file_name`` and ``stem`` name its frames, ``path`` is the video file (or None)."""
 
     wait_ms = 1
 
-    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool):
+    def __init__(self, capture: cv2.VideoCapture, name: str, is_file: bool, file_name: str = "video",
+                 stem: str = "video", path: Path | None = None):
         self.capture = capture
         self.name = name
+        self.file_name, self.stem, self.path = file_name, stem, path
         self.is_file = is_file
         self.live = not is_file
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -83,13 +102,14 @@ class VideoSource:
         self.fps = fps if math.isfinite(fps) and fps > 0 else 30.0
         self.skipped = 0
 
-    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+    def __iter__(self) -> Iterator[Frame]:
         index, failures = 0, 0
         while failures < MAX_FAILED_READS:
             ok, frame = self.capture.read()
             if ok and frame is not None:
                 failures = 0
-                yield f"{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield Frame(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index, self.file_name, index,
+                            f"{self.stem}_{index:06d}")
                 index += 1
             elif self._ended():
                 return
@@ -113,9 +133,9 @@ def open_source(spec: str) -> ImageSource | VideoSource:
     """``spec``: a webcam index (``"0"``), a stream URL (``scheme://...``), a video file, an image file or a folder
     of images. Raises :class:`DemoError` when it cannot be opened (missing, bad index, empty folder)."""
     if spec.isdigit():
-        return _open_capture(cv2.VideoCapture(int(spec)), f"webcam {spec}", is_file=False)
+        return _open_capture(cv2.VideoCapture(int(spec)), f"webcam {spec}", False, f"webcam{spec}", f"webcam{spec}")
     if "://" in spec:
-        return _open_capture(cv2.VideoCapture(spec), f"stream {spec}", is_file=False)
+        return _open_capture(cv2.VideoCapture(spec), f"stream {spec}", False, spec, "stream")
     path = Path(spec)
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -127,14 +147,29 @@ def open_source(spec: str) -> ImageSource | VideoSource:
                         f"folder of images)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([path])
-    return _open_capture(cv2.VideoCapture(str(path)), f"video {path}", is_file=True)
+    return _open_capture(cv2.VideoCapture(str(path)), f"video {path}", True, path.name, path.stem, path)
 
 
-def _open_capture(capture: cv2.VideoCapture, name: str, is_file: bool) -> VideoSource:
+def _open_capture(capture: cv2.VideoCapture, name: str, is_file: bool, file_name: str, stem: str,
+                  path: Path | None = None) -> VideoSource:
     if not capture.isOpened():
         capture.release()
         raise DemoError(f"cannot open {name}")
-    return VideoSource(capture, name, is_file)
+    return VideoSource(capture, name, is_file, file_name, stem, path)
+
+
+def source_files(source: ImageSource | VideoSource) -> list[Path]:
+    """The files ``source`` reads (none for a webcam or stream): what no output may overwrite."""
+    if isinstance(source, ImageSource):
+        return list(source.paths)
+    return [source.path] if source.path is not None else []
+
+
+def _overwritten(path: Path, source: ImageSource | VideoSource) -> Path | None:
+    """The source file that writing ``path`` would overwrite, or None."""
+    if not path.exists():
+        return None
+    return next((file for file in source_files(source) if os.path.samefile(path, file)), None)
 
 
 # outputs ------------------------------------------------------------------------------------------------------------
@@ -184,6 +219,7 @@ def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> V
     if output is None:
         return None
     output = Path(output)
+    _refuse_overwrite(output, source)
     if isinstance(source, ImageSource):
         if output.suffix.lower() in VIDEO_SUFFIXES:
             raise DemoError(f"--output {output}: for an image or folder source the output is a folder of images")
@@ -202,6 +238,19 @@ def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> V
     return VideoSink(output, source.fps)
 
 
+def _refuse_overwrite(output: Path, source: ImageSource | VideoSource) -> None:
+    """A :class:`DemoError` when ``--output`` is a source file, or the folder of source images it would write over."""
+    if (file := _overwritten(output, source)) is not None:
+        raise DemoError(f"--output {output} is the source {file}: writing it would destroy the original; give "
+                        f"another file, e.g. --output {file.with_stem(file.stem + '_annotated').name}")
+    if isinstance(source, ImageSource) and output.suffix.lower() not in IMAGE_SUFFIXES:
+        hits = [file for file in source.paths if _overwritten(output / file.name, source) is not None]
+        if hits:
+            raise DemoError(f"--output {output} is the source folder: the annotated images would overwrite "
+                            f"{len(hits)} source image(s) such as {hits[0]}; give another folder, e.g. "
+                            f"--output {output.resolve().name or 'annotated'}_annotated")
+
+
 def _check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -209,6 +258,69 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as error:
         raise DemoError(f"cannot write to output folder {folder}: {error}") from error
+
+
+class ResultFiles:
+    """The detections of each frame as files, written as the frames come: ``json`` (one COCO-style results file)
+    and/or ``txt`` (one YOLO label file per frame, named by :attr:`Frame.stem`)."""
+
+    def __init__(self, json: CocoResultsWriter | None = None, txt: YoloTxtWriter | None = None):
+        self.json = json
+        self.txt = txt
+
+    def write(self, frame: Frame, detections: Detections) -> None:
+        if self.json is not None:
+            self.json.write(detections, frame.image_id, frame.file_name, frame.frame)
+        if self.txt is not None:
+            H, W = frame.image.shape[:2]
+            self.txt.write(detections, frame.stem, W, H)
+
+    def close(self) -> None:
+        for writer in (self.json, self.txt):
+            if writer is not None:
+                writer.close()
+
+
+def open_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
+                 save_txt: str | Path | None = None, category_ids: Sequence[int] | None = None,
+                 txt_scores: bool = True) -> ResultFiles | None:
+    """The ``--save_json`` file and ``--save_txt`` folder, checked and opened now (raises :class:`DemoError`
+    naming the flag) so that no work is lost at the end; None when neither is asked for. ``category_ids``: the
+    dataset's id of each label (the detector's), required for the json."""
+    if save_json is None and save_txt is None:
+        return None
+    json_writer = txt_writer = None
+    if save_json is not None:
+        save_json = Path(save_json)
+        if category_ids is None:
+            raise DemoError(f"--save_json {save_json}: the model does not record the dataset's category ids (an "
+                            f"ONNX file exported before 2026-12-01); export it again with centernet export")
+        if (file := _overwritten(save_json, source)) is not None:
+            raise DemoError(f"--save_json {save_json} is the source {file}; give another file, e.g. "
+                            f"--save_json results.json")
+        json_writer = _open_writer("--save_json", save_json, lambda: CocoResultsWriter(save_json, category_ids))
+    if save_txt is not None:
+        _refuse_shared_stems(source)
+        txt_writer = _open_writer("--save_txt", save_txt, lambda: YoloTxtWriter(save_txt, txt_scores))
+    return ResultFiles(json_writer, txt_writer)
+
+
+def _open_writer(flag: str, path: str | Path, make):
+    try:
+        return make()
+    except OSError as error:
+        raise DemoError(f"{flag} {path}: cannot write there ({error}); give a writable path") from error
+
+
+def _refuse_shared_stems(source: ImageSource | VideoSource) -> None:
+    """Two images with one stem (``a.jpg``, ``a.png``) would write one ``a.txt``."""
+    if isinstance(source, ImageSource):
+        seen: dict[str, Path] = {}
+        for path in source.paths:
+            if path.stem in seen:
+                raise DemoError(f"--save_txt: {seen[path.stem]} and {path} would both write {path.stem}.txt; "
+                                f"rename one of them")
+            seen[path.stem] = path
 
 
 # display ------------------------------------------------------------------------------------------------------------
@@ -317,12 +429,13 @@ class FpsMeter:
 
 
 def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: VideoSink | ImageSink | None = None,
-             options: DemoOptions | None = None) -> DemoReport:
-    """Detect, draw and write/show every frame of ``source``; stops cleanly on q/Esc or Ctrl-C.
+             options: DemoOptions | None = None, results: ResultFiles | None = None) -> DemoReport:
+    """Detect, draw and write/show every frame of ``source``, and write its detections to ``results`` (the ones
+    drawn: thresholded and filtered as ``options`` say); stops cleanly on q/Esc or Ctrl-C.
 
-    The output is always closed (a playable video even after Ctrl-C). Stages timed: read, preprocess, model,
-    decode, draw, output (write and show). The frame rate is shown in the window and the progress line, never
-    written into the output.
+    The outputs are always closed (a playable video and a valid json even after Ctrl-C). Stages timed: read,
+    preprocess, model, decode, draw, output (write and show). The frame rate is shown in the window and the
+    progress line, never written into the output.
     """
     options = options or DemoOptions()
     report = DemoReport()
@@ -330,20 +443,20 @@ def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: Vi
     progress = tqdm(total=source.length, unit="frame", file=sys.stderr)
     start = time.perf_counter()
     try:
-        _loop(detector, source, sink, window, progress, report, options)
+        _loop(detector, source, sink, window, progress, report, options, results)
     except KeyboardInterrupt:
         report.stopped = "interrupted"
     finally:
         report.elapsed = time.perf_counter() - start
         report.skipped = source.skipped
-        for resource in (progress, source, sink, window):
+        for resource in (progress, source, sink, results, window):
             if resource is not None:
                 resource.close()
     return report
 
 
 def _loop(detector: BaseDetector, source, sink, window: Window | None, progress: tqdm, report: DemoReport,
-          options: DemoOptions) -> None:
+          options: DemoOptions, results: ResultFiles | None) -> None:
     stages, fps = report.stages, FpsMeter()
     frames = iter(source)
     while True:
@@ -351,7 +464,7 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
         item = next(frames, None)
         if item is None:
             return
-        name, image = item
+        image = item.image
         stages["read"] += time.perf_counter() - tick
         result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
                                         agnostic=options.agnostic)
@@ -363,7 +476,9 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
         stages["draw"] += time.perf_counter() - tick
         tick = time.perf_counter()
         if sink is not None:
-            sink.write(name, annotated)
+            sink.write(item.file_name, annotated)
+        if results is not None:
+            results.write(item, result.detections)
         keep_going = window is None or window.show(annotated if rate is None else draw_fps(annotated, rate),
                                                    source.wait_ms)
         stages["output"] += time.perf_counter() - tick

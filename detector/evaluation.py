@@ -1,5 +1,6 @@
 """Evaluation: the official COCO metric (pycocotools ``COCOeval``), Pascal VOC07 mAP, and the :class:`Evaluator`
-that collects detections batch by batch (on one or several DDP ranks) and scores them.
+that collects detections batch by batch (on one or several DDP ranks) and scores them: the metrics, the per-class
+precision-recall curves at IoU 0.5 and the confusion matrix (``detector.confusion``), in one :class:`EvalResult`.
 
 Detections travel as a COCO results list: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in
 original pixels with the dataset's own category ids; ``detections_to_coco`` is the one place that writes COCO xywh.
@@ -20,8 +21,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detector.boxes import iou_xyxy, xywh_to_xyxy, xyxy_to_xywh
+from detector.confusion import ConfusionMatrix, confusion_matrix
 
 COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
+PR_RECALL = np.linspace(0.0, 1.0, 101)  # COCOeval's recall thresholds: the x of the precision-recall curves
 
 
 def detections_to_coco(image_ids: torch.Tensor, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
@@ -45,19 +48,23 @@ def detections_to_coco(image_ids: torch.Tensor, boxes: torch.Tensor, scores: tor
 @dataclass
 class CocoResult:
     """``metrics``: the six summary APs (0..1; -1 where a size range has no objects); ``per_class``: AP per
-    class name; ``summary``: pycocotools' printed table."""
+    class name; ``summary``: pycocotools' printed table; ``pr50``: per class name, the precision-recall curve at
+    IoU 0.5 (all areas, 100 detections), ``[101]`` precision at the recalls :data:`PR_RECALL` (COCOeval's
+    interpolated precision; -1 everywhere for a class without ground truth). Its mean is the class's AP50."""
 
     metrics: dict[str, float]
     per_class: dict[str, float] = field(default_factory=dict)
     summary: str = ""
+    pr50: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def coco_evaluate(gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> CocoResult:
     """Run ONE ``COCOeval`` (bbox) of ``results`` against ``gt`` over ``image_ids`` (default: every image)."""
     ids = sorted(set(image_ids)) if image_ids is not None else sorted(gt.getImgIds())
     if not results:  # pycocotools cannot load an empty results list; nothing detected scores 0
-        return CocoResult({name: 0.0 for name in COCO_METRICS},
-                          {c["name"]: 0.0 for c in gt.loadCats(gt.getCatIds())}, "no detections")
+        names = [c["name"] for c in gt.loadCats(gt.getCatIds())]
+        return CocoResult({name: 0.0 for name in COCO_METRICS}, {name: 0.0 for name in names}, "no detections",
+                          {name: np.zeros_like(PR_RECALL) for name in names})
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
     evaluator = COCOeval(gt, dt, iouType="bbox")
@@ -68,7 +75,8 @@ def coco_evaluate(gt: COCO, results: list[dict], image_ids: list[int] | None = N
         evaluator.accumulate()
         evaluator.summarize()
     metrics = {name: float(value) for name, value in zip(COCO_METRICS, evaluator.stats[:6])}
-    return CocoResult(metrics, _per_class_ap(gt, evaluator), _summary_lines(summary.getvalue()))
+    return CocoResult(metrics, _per_class_ap(gt, evaluator), _summary_lines(summary.getvalue()),
+                      _pr_curves(gt, evaluator))
 
 
 def _per_class_ap(gt: COCO, evaluator: COCOeval) -> dict[str, float]:
@@ -79,6 +87,13 @@ def _per_class_ap(gt: COCO, evaluator: COCOeval) -> dict[str, float]:
         values = values[values > -1]
         per_class[gt.cats[int(cat_id)]["name"]] = float(values.mean()) if values.size else float("nan")
     return per_class
+
+
+def _pr_curves(gt: COCO, evaluator: COCOeval, iou: float = 0.5) -> dict[str, np.ndarray]:
+    precision = evaluator.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
+    t = int(np.argmin(np.abs(evaluator.params.iouThrs - iou)))
+    return {gt.cats[int(cat_id)]["name"]: precision[t, :, k, 0, -1].astype(np.float64)
+            for k, cat_id in enumerate(evaluator.params.catIds)}
 
 
 def _summary_lines(text: str) -> str:
@@ -105,13 +120,15 @@ def _percent(value: float) -> str:
 
 @dataclass
 class EvalResult:
-    """What :meth:`Evaluator.compute` returns: the COCO result, the VOC07 mAPs (when asked for) and the number of
-    images scored. ``metrics``: one flat dict of them (0..1), as logged under ``val/``."""
+    """What :meth:`Evaluator.compute` returns: the COCO result, the VOC07 mAPs (when asked for), the number of
+    images scored and the confusion matrix (``detector.confusion``). ``metrics``: one flat dict of them (0..1), as
+    logged under ``val/``."""
 
     coco: CocoResult
     voc: dict[str, float] | None = None
     images: int = 0
     setting: str = ""  # how the detections were made, e.g. "letterbox 512, flip test"
+    confusion: ConfusionMatrix | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -183,7 +200,9 @@ class Evaluator:
         if self.results_path is not None:
             self.results_path.parent.mkdir(parents=True, exist_ok=True)
             self.results_path.write_text(json.dumps(self.results))
-        return EvalResult(coco_evaluate(self.gt, self.results, image_ids), voc, len(image_ids), self.setting)
+        confusion = confusion_matrix(self.gt, self.results, self.category_ids, image_ids)
+        return EvalResult(coco_evaluate(self.gt, self.results, image_ids), voc, len(image_ids), self.setting,
+                          confusion)
 
 
 def _distributed() -> bool:

@@ -1,8 +1,10 @@
 """The LightningModule: orchestrates the plain ``CenterNet`` network, its loss, the optimiser and the metric."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -10,15 +12,41 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state
+from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state, read_description
 from detector.decode import decode
 from detector.evaluation import EvalResult, Evaluator
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
+from detector.plots import RESULTS_CSV, TRAIN_LOSSES, append_results_row, results_row
 from detector.targets import RadiusRule, encode, ignore_regions
 from detector.visualize import prediction_grid
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    """The optimiser and its learning-rate schedule (``--model.optim.*``; YAML ``model: {optim: {...}}``).
+
+    Args:
+        lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
+        lr_batch_size: the total batch ``lr`` was tuned for; the learning rate used is
+            ``lr * (batch_size * devices * num_nodes * accumulate_grad_batches) / lr_batch_size`` (linear scaling).
+            Null: use ``lr`` as given.
+        weight_decay: Adam weight decay.
+        schedule: ``step`` (x ``gamma`` at each epoch of ``milestones``) or ``cosine`` (to 0 at the last epoch).
+        milestones: epochs of the step schedule's drops (default 90, 120: the paper's COCO recipe).
+        gamma: the step schedule's factor.
+        warmup_epochs: linear warmup from 1/10 of the learning rate, in epochs (fractions allowed); 0 disables it.
+    """
+
+    lr: float = 5e-4
+    lr_batch_size: int | None = None
+    weight_decay: float = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    milestones: list[int] = field(default_factory=lambda: [90, 120])
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
 
 
 class CenterNetModule(pl.LightningModule):
@@ -32,15 +60,7 @@ class CenterNetModule(pl.LightningModule):
         neck: ``lean`` (the fast default), ``dcn`` (the paper's ResNet-18 + DCN) or ``deconv`` (its plain variant).
         weights: backbone weights: ``imagenet`` (download), null (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head.
-        lr: Adam learning rate for a total batch of ``lr_batch_size`` images.
-        lr_batch_size: the total batch ``lr`` was tuned for; the learning rate used is
-            ``lr * (batch_size * devices * num_nodes * accumulate_grad_batches) / lr_batch_size`` (linear scaling).
-            Null: use ``lr`` as given.
-        weight_decay: Adam weight decay.
-        schedule: ``step`` (x ``gamma`` at each epoch of ``milestones``) or ``cosine`` (to 0 at the last epoch).
-        milestones: epochs of the step schedule's drops (default 90, 120: the paper's COCO recipe).
-        gamma: the step schedule's factor.
-        warmup_epochs: linear warmup from 1/10 of the learning rate, in epochs (fractions allowed); 0 disables it.
+        optim: the optimiser and its learning-rate schedule, an :class:`OptimOptions` (or a dict of its fields).
         max_detections: detections kept per image (top-K of decoding).
         flip_test: average the heatmaps of each validation image and its mirror.
         nms_iou: class-wise NMS at this IoU after decoding (null: off, the paper's default; peaks are the NMS).
@@ -49,7 +69,8 @@ class CenterNetModule(pl.LightningModule):
             obtained with), ``exact`` (CornerNet's rule solved correctly) or ``elliptical`` (scaled with the box,
             the default: +1.9 AP over ``paper`` on real photos, ``bench/RESULTS.md``); see ``detector.targets``.
         init_from: fine-tune from this checkpoint of the detector, possibly trained on other classes: every weight
-            is kept except the class heatmap head, which starts afresh.
+            is kept except the class heatmap head, which starts afresh (kept too from a checkpoint of the same
+            classes: a fine-tune with a new schedule). Step, epoch, optimiser and schedule start afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
             counted; after this many such steps in a row training stops with an error.
     """
@@ -63,13 +84,7 @@ class CenterNetModule(pl.LightningModule):
         neck: NeckName = "lean",
         weights: str | None = None,
         head_channels: int = 64,
-        lr: float = 5e-4,
-        lr_batch_size: int | None = None,
-        weight_decay: float = 0.0,
-        schedule: Literal["step", "cosine"] = "step",
-        milestones: list[int] | None = None,
-        gamma: float = 0.1,
-        warmup_epochs: float = 0.0,
+        optim: OptimOptions = OptimOptions(),
         max_detections: int = 100,
         flip_test: bool = False,
         nms_iou: float | None = None,
@@ -79,8 +94,9 @@ class CenterNetModule(pl.LightningModule):
         nonfinite_limit: int = 20,
     ):
         super().__init__()
+        self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
+        optim = dataclasses.asdict(self.optim)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
-        self.hparams.milestones = [90, 120] if milestones is None else list(milestones)
         self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
         if init_from:
             self._init_from(init_from)
@@ -92,13 +108,18 @@ class CenterNetModule(pl.LightningModule):
         self.results_path: str | None = None  # set by detector.api.evaluate to write the detections json
         self.last_result: EvalResult | None = None
         self.evaluator: Evaluator | None = None
+        self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
 
     def _init_from(self, path: str) -> None:
+        """Every weight of ``path`` that fits; the class heatmap head only from a checkpoint of this run's classes."""
+        state, hp = load_checkpoint(path), self.hparams
+        same_classes = read_description(state).class_names == list(hp.class_names or map(str, range(hp.num_classes)))
         own = self.model.state_dict()
-        kept = {k: v for k, v in model_state(load_checkpoint(path)).items()
-                if not k.startswith("head.heatmap.") and k in own and own[k].shape == v.shape}
+        kept = {k: v for k, v in model_state(state).items()
+                if (same_classes or not k.startswith("head.heatmap.")) and k in own and own[k].shape == v.shape}
         self.model.load_state_dict(kept, strict=False)
-        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} (class heatmap head is new)")
+        heads = "the same classes: the heatmap head too" if same_classes else "the class heatmap head is new"
+        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} ({heads})")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -133,10 +154,15 @@ class CenterNetModule(pl.LightningModule):
         if not torch.isfinite(parts["loss"]):
             return self._skip_nonfinite(parts, batch)
         self._nonfinite_streak = 0
+        self._add_train_losses(parts)
         self.log("train/loss", parts["loss"], prog_bar=True, batch_size=batch_size, on_epoch=True)
         for name in ("heatmap", "offset", "size"):
             self.log(f"train/{name}", parts[name], batch_size=batch_size)
         return parts["loss"]
+
+    def _add_train_losses(self, parts: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([parts[name].detach().float() for name in TRAIN_LOSSES] + [parts["loss"].new_ones(())])
+        self._loss_sums = values if self._loss_sums is None else self._loss_sums + values
 
     def on_train_epoch_end(self) -> None:
         files = getattr(self.trainer.datamodule, "bad_image_files", 0)
@@ -199,10 +225,22 @@ class CenterNetModule(pl.LightningModule):
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             (Path(log_dir) / "val_per_class_ap.txt").write_text(result.table(f"epoch {self.current_epoch}") + "\n")
+        if log_dir and self.trainer.state.fn == "fit":
+            self._append_results_row(Path(log_dir) / RESULTS_CSV, result)
         rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
             f"{name} {100 * result.metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
         for name, value in result.metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
+
+    def _append_results_row(self, path: Path, result: EvalResult) -> None:
+        """A row of ``results.csv`` (``detector.plots``): the mean training losses since the previous row over every
+        rank (a collective under DDP), the learning rate and the metrics; rank 0 writes it."""
+        sums = torch.zeros(len(TRAIN_LOSSES) + 1, device=self.device) if self._loss_sums is None else self._loss_sums
+        sums, self._loss_sums = self.trainer.strategy.reduce(sums, reduce_op="sum").cpu(), None
+        losses = dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
+        if self.trainer.is_global_zero:
+            append_results_row(path, results_row(self.current_epoch, self.global_step, result.metrics, losses, lr))
 
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
@@ -212,24 +250,37 @@ class CenterNetModule(pl.LightningModule):
     # optimisation -----------------------------------------------------------------------------------------------
 
     def effective_lr(self) -> float:
-        hp = self.hparams
-        if not hp.lr_batch_size:
-            return hp.lr
+        opt = self.optim
+        if not opt.lr_batch_size:
+            return opt.lr
         trainer = self.trainer
         total = trainer.datamodule.hparams.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        return hp.lr * total / hp.lr_batch_size
+        return opt.lr * total / opt.lr_batch_size
 
     def configure_optimizers(self):
-        hp = self.hparams
+        opt = self.optim
         lr = self.effective_lr()
-        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=hp.weight_decay)
+        optimizer = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=opt.weight_decay)
         steps_per_epoch, total_steps = training_steps(self.trainer)
-        check_schedule(hp.schedule, hp.milestones, steps_per_epoch, total_steps)
-        rank_zero_info(f"learning rate {lr:.3g} (lr {hp.lr:g} for a batch of {hp.lr_batch_size or 'any size'}), "
-                       f"{hp.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
-        scale = lr_factor(hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs, steps_per_epoch, total_steps)
+        check_schedule(opt.schedule, opt.milestones, steps_per_epoch, total_steps)
+        rank_zero_info(f"learning rate {lr:.3g} (lr {opt.lr:g} for a batch of {opt.lr_batch_size or 'any size'}), "
+                       f"{opt.schedule} schedule over {total_steps} steps of {steps_per_epoch} per epoch")
+        scale = lr_factor(opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs, steps_per_epoch, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+        self._asked_schedule = replace(scale)  # a resume restores the run's own into ``scale``: on_train_start
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """A resumed run keeps the schedule it started with (restored from the checkpoint, ``LrFactor``): one line
+        when this command's settings (e.g. a larger ``--trainer.max_epochs``) would have given another."""
+        kept, asked = self.lr_schedulers().lr_lambdas[0], self._asked_schedule
+        if kept == asked:
+            return
+        zero = kept.schedule == "cosine" and asked.total_steps > kept.total_steps
+        rank_zero_info(
+            f"resumed runs keep their learning-rate schedule: {kept.describe()} (this command's settings would give "
+            f"{asked.describe()}){f'; the learning rate is 0 from step {kept.total_steps:g} on' if zero else ''}. "
+            "For a new schedule, fine-tune from the checkpoint: --model.init_from <checkpoint> instead of --ckpt_path")
 
     # checkpoints ------------------------------------------------------------------------------------------------
 
@@ -263,15 +314,17 @@ def check_schedule(schedule: str, milestones: list[int], steps_per_epoch: int, t
     """Refuse a schedule that cannot do what it says: a cosine without an end, a step drop after the run's end."""
     epochs = total_steps / steps_per_epoch
     if schedule == "cosine" and math.isinf(total_steps):
-        raise ValueError("model.schedule cosine needs a bounded run: set --trainer.max_epochs or --trainer.max_steps")
+        raise ValueError("model.optim.schedule cosine needs a bounded run: set --trainer.max_epochs or "
+                         "--trainer.max_steps")
     if schedule != "step":
         return
     late = [m for m in milestones if m * steps_per_epoch >= total_steps]
     if late:
         raise ValueError(
-            f"model.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps of "
-            f"{steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
-            f"{epochs:.4g} (e.g. --model.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the run")
+            f"model.optim.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps "
+            f"of {steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
+            f"{epochs:.4g} (e.g. --model.optim.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the "
+            "run")
 
 
 def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
@@ -282,21 +335,37 @@ def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
 
 
 def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: int,
-              total_steps: float):
-    """The multiplier of the base learning rate at optimiser step ``step`` (0-based; a plain function, so that
-    checkpoints stay plain).
+              total_steps: float) -> LrFactor:
+    """The multiplier of the base learning rate at optimiser step ``step`` (0-based): an :class:`LrFactor`.
 
     Warmup: linear from 0.1 to 1 over ``warmup_epochs * steps_per_epoch`` steps. ``step``: times ``gamma`` for each
     milestone epoch reached (from step ``m * steps_per_epoch`` on). ``cosine``: half a cosine from 1 at the end of
     the warmup to 0 at ``total_steps``.
     """
-    warmup_steps = warmup_epochs * steps_per_epoch
+    return LrFactor(schedule, list(milestones), gamma, warmup_epochs, steps_per_epoch, total_steps)
 
-    def factor(step: int) -> float:
+
+@dataclass
+class LrFactor:
+    """The schedule as plain values: ``LambdaLR`` saves a callable object's fields in the checkpoint and restores
+    them on resume, so a resumed run keeps the schedule it started with (its length included) whatever the new
+    command's ``max_epochs``."""
+
+    schedule: str
+    milestones: list[int]
+    gamma: float
+    warmup_epochs: float
+    steps_per_epoch: int
+    total_steps: float
+
+    def __call__(self, step: int) -> float:
+        warmup_steps = self.warmup_epochs * self.steps_per_epoch
         warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
-        if schedule == "step":
-            return warm * gamma ** sum(step >= m * steps_per_epoch for m in milestones)
-        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps)))
+        if self.schedule == "step":
+            return warm * self.gamma ** sum(step >= m * self.steps_per_epoch for m in self.milestones)
+        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, self.total_steps - warmup_steps)))
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
 
-    return factor
+    def describe(self) -> str:
+        drops = f", x{self.gamma:g} at epochs {self.milestones}" if self.schedule == "step" else ""
+        return f"{self.schedule} over {self.total_steps:g} steps of {self.steps_per_epoch} per epoch{drops}"

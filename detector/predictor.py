@@ -25,8 +25,10 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
 from detector.export import ExportError, read_onnx_description
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageInput, ImageReadError, as_image
 from detector.inference import Precision, check_precision, forward_images, postprocess
-from detector.model.fuse import prepare_for_inference
+from detector.model.compiled import CompiledNetwork
+from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
+from detector.quantize import int8_network, require_onnxruntime, session_options
 
 
 # IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
@@ -68,11 +70,13 @@ def suppress_duplicates(detections: Detections, iou: float = AGNOSTIC_IOU) -> De
 class BaseDetector(ABC):
     """What every backend shares: input checks, letterbox, thresholds, timing. Subclasses implement ``infer``.
 
-    Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size).
+    Attributes: ``class_names`` (``C`` names, index = label), ``input_size`` (square letterbox size),
+    ``category_ids`` (the dataset's category id of each label, for results files; None when unknown).
     """
 
     class_names: list[str]
     input_size: int
+    category_ids: list[int] | None = None
 
     def predict(self, x: ImageInput | list[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
                 classes: Sequence[int | str] | int | str | None = None,
@@ -199,17 +203,34 @@ class Detector(BaseDetector):
         nms_iou: optional class-wise NMS after decoding (None: the peaks are the NMS, as in evaluation's default).
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast: ~3x faster on CPUs with AVX512-BF16/AMX, see
             bench/RESULTS.md; an error where the device lacks it). Check ``detector.inference.bf16_supported``.
+            ``"int8"``: the network quantized by ONNX Runtime on the ``calibration`` images and run by it (CPU
+            only, needs onnxruntime; ``detector.quantize``); letterbox, flip, heatmaps and decoding stay the same.
         prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
+        category_ids: the dataset's category id of each label (None: the labels ``0..C-1`` themselves).
+        compile: run the network through ``torch.compile`` with frozen weights (``detector.model.compiled``):
+            the first image of each input size compiles (tens of seconds on a small CPU, cached on disk), later
+            ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
+        calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
+            read) to calibrate the activation ranges on.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
-                 max_detections: int = 100, nms_iou: float | None = None, precision: Precision = "fp32",
-                 prepare: bool = True):
-        check_precision(precision, next(model.parameters()).device)
+                 max_detections: int = 100, nms_iou: float | None = None, precision: Precision | str = "fp32",
+                 prepare: bool = True, category_ids: Sequence[int] | None = None, compile: bool = False,
+                 calibration: str | Path | Iterable[ImageInput] | None = None):
+        if precision != "int8":
+            check_precision(precision, next(model.parameters()).device)
+        elif compile:
+            raise ValueError("compile=True runs the torch network; precision='int8' runs ONNX Runtime: pick one")
         self.model = prepare_for_inference(model) if prepare else model.eval()
+        if compile:
+            self.model = CompiledNetwork(self.model)
+        self.network = self.model if precision != "int8" else int8_network(fold_batchnorm(model), input_size,
+                                                                            calibration, torch.get_num_threads())
         self.precision = precision
         self.class_names = list(class_names)
+        self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)
         self.input_size = input_size
         self.max_detections = max_detections
         self.nms_iou = nms_iou
@@ -219,7 +240,8 @@ class Detector(BaseDetector):
         """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download)."""
         checkpoint = load_checkpoint(path)
         info = read_description(checkpoint)
-        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size, **kwargs)
+        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size,
+                   **{"category_ids": info.category_ids, **kwargs})
 
     @property
     def device(self) -> torch.device:
@@ -234,7 +256,8 @@ class Detector(BaseDetector):
         image's ``[C, h, w]`` heatmap probabilities if asked for, and the seconds spent in the network.
         """
         start = time.perf_counter()
-        outputs = forward_images(self.model, batch.to(self.device), flip, self.precision)
+        precision = "fp32" if self.precision == "int8" else self.precision  # int8: the session's own
+        outputs = forward_images(self.network, batch.to(self.device), flip, precision)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         model_time = time.perf_counter() - start
@@ -247,23 +270,23 @@ class OnnxDetector(BaseDetector):
     """A model exported by ``detector.export.export_onnx``, run with onnxruntime on the CPU.
 
     The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
-    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap, fp32
-    only. ``threads``: onnxruntime's intra-op threads (None: its default, one per core).
+    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap.
+    ``precision``: the file's, ``"fp32"`` or ``"int8"`` (written by ``export --precision int8``). ``threads``:
+    onnxruntime's intra-op threads (None: its default, one per core); they sleep rather than spin while waiting.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime
-
+        onnxruntime = require_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist")
-        options = onnxruntime.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(path), session_options(threads),
+                                                    providers=["CPUExecutionProvider"])
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
+        self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01
         self.input_size = info["input_size"]
+        self.precision = info.get("precision", "fp32")  # files exported before int8 were fp32
 
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:

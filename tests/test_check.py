@@ -8,7 +8,7 @@ from test_data_voc_custom import write_voc_folder
 
 from detector.check import check_dataset
 from detector.cli import run
-from detector.data import DetectionDataModule
+from detector.data import AugmentOptions, DetectionDataModule
 from detector.visualize import class_color
 
 # 1-based VOC pixels. Train: img_a has one RBC and one Platelets, plus an RBC reaching outside the image (clipped);
@@ -66,8 +66,8 @@ def test_drawn_box_lands_on_the_augmented_object(tmp_path):
     image = np.full((128, 128, 3), 120, dtype=np.uint8)
     image[40:110, 10:60] = (0, 200, 0)  # BGR green, pixels 10..59 x 40..109 = VOC 11..60 x 41..110
     cv2.imwrite(str(root / "JPEGImages" / "a.png"), image)
-    data = DetectionDataModule("voc", str(root), input_size=128, flip_prob=1.0, colour_jitter=0.0,
-                               scale_range=(0.7, 0.8), num_workers=0)
+    data = DetectionDataModule("voc", str(root), input_size=128, num_workers=0,
+                               augment=AugmentOptions(flip_prob=1.0, colour_jitter=0.0, scale_range=(0.7, 0.8)))
     report = check_dataset(data, tmp_path / "out", num_images=1)
     drawn = cv2.cvtColor(cv2.imread(str(report.samples[0])), cv2.COLOR_BGR2RGB).astype(int)
     green = (drawn[..., 1] > 150) & (drawn[..., 0] < 80) & (drawn[..., 2] < 80)

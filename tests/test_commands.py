@@ -74,21 +74,33 @@ def test_console_script_targets_import():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command,expected,absent", [
-    ("train", ["--model.neck", "--data.root", "default: 160", "default: 24"], []),
+    ("train", ["--model.neck", "--data.root", "default: 160", "default: 24", "--name", "--ckpt_path",
+               "--model.optim.lr", "--data.augment.flip_prob", "(type: float | null, default: 0.3)"],
+     ["--model.lr ", "--data.flip_prob"]),
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
-     ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augmentation",
-      "crop_scales", "--data.lighting"]),
+     ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augment",
+      "crop_scales", "lighting"]),
     ("demo", ["--source", "--show {true,false}", "--classes"], []),
     ("export", ["--format", "--max_detections"], []),
 ])
 def test_each_command_has_help(command, expected, absent):
     result = python("-m", "detector.cli", command, "--help")
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m detector.cli {command} ")  # the command the user ran
     text = " ".join(result.stdout.split())  # help lines wrap anywhere
     for needle in expected:
         assert needle in text, needle
     for needle in absent:
         assert needle not in text, needle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "eval", "demo", "export", "check"])
+def test_the_usage_line_names_the_command_that_was_run(command):
+    script = ROOT / "tools" / f"{command}.py"
+    assert python(str(script), "--help").stdout.startswith(f"usage: {script} ")
+    console = python(code=f"import sys; from detector.cli import main; sys.exit(main(['{command}', '--help']))")
+    assert console.stdout.startswith(f"usage: centernet {command} "), console.stdout[:200]
 
 
 def test_the_dispatcher_without_a_command_prints_its_usage():
@@ -186,10 +198,14 @@ def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path)
     parser.add_class_arguments(DetectionDataModule, "data")
     config = parser.parse_path(config_path(name))  # every key known, every value of its type
     raw = yaml.safe_load(config_path(name).read_text())
-    assert raw["model"].items() <= config.model.as_dict().items()
+    parsed = config.model.as_dict()
+    assert {k: v for k, v in raw["model"].items() if k != "optim"}.items() <= parsed.items()
+    assert raw["model"].get("optim", {}).items() <= parsed["optim"].items()  # a group: the keys it states
     model = CenterNetModule(**{**config.model.as_dict(), "weights": None, "num_classes": 3})
     data = DetectionDataModule(**{**config.data.as_dict(), "root": str(tmp_path)})  # reads no file yet
     assert model.hparams.neck == raw["model"]["neck"] and data.hparams.input_size == raw["data"]["input_size"]
+    assert data.augment.kind == raw["data"].get("augment", {}).get("kind", "resize")
+    assert model.optim.lr == raw["model"].get("optim", {}).get("lr", 5e-4)
 
 
 def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):

@@ -3,8 +3,8 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from detector.data import DetectionDataModule, synthetic_dataset
-from detector.module import CenterNetModule
+from detector.data import AugmentOptions, DetectionDataModule, synthetic_dataset
+from detector.module import CenterNetModule, OptimOptions
 
 
 class History(pl.Callback):
@@ -25,9 +25,10 @@ def test_tiny_training_run_loss_falls_and_ap50_rises(tmp_path):
     # validate on the 8 training images: the question is whether the pipeline learns, not whether it generalises
     data = DetectionDataModule(root=str(tmp_path), **train, val_json=train["train_json"],
                                val_images=train["train_images"], input_size=128, batch_size=4, num_workers=0,
-                               scale_range=(0.9, 1.1), colour_jitter=0.0, seed=1)
+                               augment=AugmentOptions(scale_range=(0.9, 1.1), colour_jitter=0.0), seed=1)
     module = CenterNetModule(num_classes=data.num_classes, class_names=data.class_names,
-                             category_ids=data.category_ids, input_size=128, lr=2e-3, schedule="cosine")
+                             category_ids=data.category_ids, input_size=128,
+                             optim=OptimOptions(lr=2e-3, schedule="cosine"))
     history = History()
     trainer = pl.Trainer(accelerator="cpu", max_epochs=30, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, check_val_every_n_epoch=10,

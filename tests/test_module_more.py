@@ -1,13 +1,14 @@
 """The LightningModule's wiring, without a Trainer: crowd/difficult regions through the loss, the linear learning-rate
 scaling, and validation's category ids and repeated images (issue 12)."""
+import io
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from detector.data import EvalTransform, Sample, collate_detection
-from detector.module import CenterNetModule
+from detector.data import AugmentOptions, DetectionDataModule, EvalTransform, Sample, collate_detection
+from detector.module import CenterNetModule, OptimOptions
 
 
 def crowd_batch(object_box, crowd_box):
@@ -58,11 +59,25 @@ def fake_trainer(batch_size, world_size, accumulate):
 
 @pytest.mark.parametrize("lr_batch_size, expected", [(16, 3e-3), (96, 5e-4), (None, 1e-3)])
 def test_lr_batch_size_scales_the_learning_rate_linearly(lr_batch_size, expected):
-    module = CenterNetModule(lr=1e-3, lr_batch_size=lr_batch_size, schedule="cosine")
+    module = CenterNetModule(optim=OptimOptions(lr=1e-3, lr_batch_size=lr_batch_size, schedule="cosine"))
     module.trainer = fake_trainer(batch_size=8, world_size=2, accumulate=3)  # 48 images per optimiser step
     assert module.effective_lr() == pytest.approx(expected)
     optimizer = module.configure_optimizers()["optimizer"]
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_the_option_groups_are_kept_as_plain_dicts_that_load_weights_only():
+    """Built from Python (not the CLI, which hands over its own dicts), a dataclass in the hparams would make every
+    checkpoint refuse ``torch.load(weights_only=True)``."""
+    module = CenterNetModule(optim=OptimOptions(lr=3e-3, milestones=[2, 4]))
+    data = DetectionDataModule(augment=AugmentOptions(kind="paper", flip_prob=0.0))
+    buffer = io.BytesIO()
+    torch.save({"model": dict(module.hparams), "data": dict(data.hparams)}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    assert saved["model"]["optim"]["lr"] == 3e-3 and saved["data"]["augment"]["kind"] == "paper"
+    assert CenterNetModule(**saved["model"]).optim == module.optim
+    assert DetectionDataModule(**saved["data"]).augment == data.augment
 
 
 class _FixedOutputs(torch.nn.Module):

@@ -25,12 +25,12 @@ def test_config_states_the_papers_recipe(path):
     model, data, trainer = config["model"], config["data"], config["trainer"]
     expected = PAPER[data["dataset"]]
     assert model["neck"] == ("dcn" if "_dcn" in path.stem else "deconv")
-    assert model["radius"] == "paper" and model["weights"] == "imagenet" and model["schedule"] == "step"
-    assert data["augmentation"] == "paper" and data["eval_size"] is None
+    assert model["radius"] == "paper" and model["weights"] == "imagenet" and model["optim"]["schedule"] == "step"
+    assert data["augment"]["kind"] == "paper" and data["eval_size"] is None
     assert config["report_checkpoint"] == "last" and "gradient_clip_val" not in trainer
-    assert "min_visibility" not in data and "min_box_size" not in data  # the paper keeps every box with area
+    assert "min_visibility" not in data["augment"] and "min_box_size" not in data["augment"]  # every box with area kept
     for key in ("lr", "lr_batch_size", "milestones"):
-        assert model[key] == expected[key], key
+        assert model["optim"][key] == expected[key], key
     assert trainer["max_epochs"] == expected["max_epochs"]
     if "input_size" in expected:
         assert data["input_size"] == expected["input_size"]
@@ -49,7 +49,7 @@ def test_config_trains_two_steps(path, tmp_path):
     cli = train_main([
         "--config", str(path), "--data.dataset", "synthetic", "--data.root", str(tmp_path / "synthetic"),
         "--data.num_train", "8", "--data.num_val", "2", "--data.input_size", "64", "--data.batch_size", "4",
-        "--data.num_workers", "0", "--model.weights", "null", "--model.schedule", "cosine",
+        "--data.num_workers", "0", "--model.weights", "null", "--model.optim.schedule", "cosine",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.precision", "32",
         "--trainer.max_steps", "2", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.num_sanity_val_steps", "0",

@@ -37,7 +37,7 @@ def test_step_drops_land_on_the_first_step_of_the_milestone_epoch():
 
 
 def test_unreachable_milestones_are_an_error_that_suggests_reachable_ones():
-    with pytest.raises(ValueError, match=r"model.milestones \[90, 120\].*30 epochs.*\[90, 120\] would never"):
+    with pytest.raises(ValueError, match=r"model.optim.milestones \[90, 120\].*30 epochs.*\[90, 120\] would never"):
         check_schedule("step", [90, 120], 100, 3000)
     check_schedule("step", [2, 3], 63, 219)  # 3.5 epochs: both drops happen
     with pytest.raises(ValueError, match=r"drops at epochs \[4\]"):
@@ -68,7 +68,7 @@ def run_schedule(tmp_path, *bounds):
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.accelerator", "cpu",
             "--trainer.log_every_n_steps", "1", "--trainer.num_sanity_val_steps", "0",
-            "--trainer.check_val_every_n_epoch", "100", "--model.lr", "0.001", *bounds]
+            "--trainer.check_val_every_n_epoch", "100", "--model.optim.lr", "0.001", *bounds]
     cli = train_main(args)
     return cli, logged_rates(Path(cli.trainer.log_dir))
 
@@ -76,23 +76,23 @@ def run_schedule(tmp_path, *bounds):
 @pytest.mark.slow
 @pytest.mark.parametrize("bounds,per_epoch,total", [
     # 20 images, batch 4: 5 batches an epoch
-    (["--trainer.max_epochs", "4", "--model.schedule", "step", "--model.milestones", "[2, 3]"], 5, 20),
+    (["--trainer.max_epochs", "4", "--model.optim.schedule", "step", "--model.optim.milestones", "[2, 3]"], 5, 20),
     # bounded by steps although max_epochs is large: the case that used to decay at step 0
-    (["--trainer.max_steps", "13", "--trainer.max_epochs", "100", "--model.schedule", "step",
-      "--model.milestones", "[1, 2]"], 5, 13),
-    (["--trainer.max_steps", "12", "--trainer.max_epochs", "-1", "--model.schedule", "cosine",
-      "--model.warmup_epochs", "0.6"], 5, 12),
+    (["--trainer.max_steps", "13", "--trainer.max_epochs", "100", "--model.optim.schedule", "step",
+      "--model.optim.milestones", "[1, 2]"], 5, 13),
+    (["--trainer.max_steps", "12", "--trainer.max_epochs", "-1", "--model.optim.schedule", "cosine",
+      "--model.optim.warmup_epochs", "0.6"], 5, 12),
     # gradient accumulation: 5 batches are 3 optimiser steps an epoch
-    (["--trainer.max_epochs", "3", "--trainer.accumulate_grad_batches", "2", "--model.schedule", "cosine",
-      "--model.warmup_epochs", "1"], 3, 9),
+    (["--trainer.max_epochs", "3", "--trainer.accumulate_grad_batches", "2", "--model.optim.schedule", "cosine",
+      "--model.optim.warmup_epochs", "1"], 3, 9),
 ])
 def test_the_logged_learning_rate_follows_the_formula_at_every_step(tmp_path, bounds, per_epoch, total):
     cli, rates = run_schedule(tmp_path, *bounds)
-    hp = cli.model.hparams
+    opt = cli.model.optim
     assert cli.trainer.global_step == total
     assert sorted(rates) == list(range(total)), sorted(rates)
     for step, rate in rates.items():
-        expected = 1e-3 * reference(step, hp.schedule, hp.milestones, hp.gamma, hp.warmup_epochs * per_epoch,
+        expected = 1e-3 * reference(step, opt.schedule, opt.milestones, opt.gamma, opt.warmup_epochs * per_epoch,
                                     per_epoch, total)
         assert rate == pytest.approx(expected, rel=1e-5), (step, rates)
 
@@ -100,4 +100,4 @@ def test_the_logged_learning_rate_follows_the_formula_at_every_step(tmp_path, bo
 @pytest.mark.slow
 def test_a_run_too_short_for_its_milestones_stops_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match=r"milestones \[90, 120\]"):
-        run_schedule(tmp_path, "--trainer.max_epochs", "2", "--model.schedule", "step")
+        run_schedule(tmp_path, "--trainer.max_epochs", "2", "--model.optim.schedule", "step")

@@ -46,6 +46,21 @@ def test_decode_equals_the_max_pool_reference(C, h, w, k):
     assert torch.allclose(out["boxes"][:, :peaks_found], expected["boxes"][:, :peaks_found], atol=1e-4)
 
 
+@pytest.mark.parametrize("C,h,w,k", [(80, 32, 32, 100), (3, 4, 5, 60), (2, 8, 8, 128)])
+def test_decode_of_channels_last_outputs_equals_decode_of_nchw_ones(C, h, w, k):
+    """A prepared network returns channels_last maps, decoded by cell instead of by class row: same detections."""
+    g = torch.Generator().manual_seed(C * w)
+    nchw = {"heatmap": torch.randn(2, C, h, w, generator=g) * 1.5, "offset": torch.rand(2, 2, h, w, generator=g),
+            "size": torch.randn(2, 2, h, w, generator=g) * 5}
+    last = {key: value.contiguous(memory_format=torch.channels_last) for key, value in nchw.items()}
+    assert torch.equal(local_max(last["heatmap"]), F.max_pool2d(nchw["heatmap"], 3, stride=1, padding=1))
+    expected, got = reference_decode(nchw, k, 4), decode(last, k=k)
+    peaks_found = int((expected["scores"] > 0).sum(1).min())
+    assert torch.allclose(got["scores"], expected["scores"], atol=1e-6)
+    assert torch.equal(got["labels"][:, :peaks_found], expected["labels"][:, :peaks_found])
+    assert torch.allclose(got["boxes"][:, :peaks_found], expected["boxes"][:, :peaks_found], atol=1e-4)
+
+
 def test_decode_accepts_bfloat16_outputs():
     """Hand values that bfloat16 holds exactly, but whose boxes it cannot: decoding must compute in float32."""
     heatmap = torch.full((1, 2, 8, 128), -4.0)

@@ -1,4 +1,5 @@
 """The trainer, the CLI tools and DDP, on tiny synthetic sets (CPU)."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from detector.checkpoint import CheckpointError, build_model, load_checkpoint
 from detector.cli import eval_main, train_main
@@ -51,6 +53,30 @@ def test_fit_writes_best_and_last_checkpoints_that_load_safely(trained):
     assert (Path(cli.trainer.log_dir) / "val_per_class_ap.txt").is_file()
     assert {"val/AP", "val/AP50", "val/AP75", "val/AP_small", "val/AP_medium", "val/AP_large"} <= set(
         cli.trainer.callback_metrics)
+
+
+def plain(options) -> dict:
+    """A dataclass's fields, sequences as lists (a checkpoint keeps a tuple as a list)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(options).items()}
+
+
+def test_the_option_groups_are_plain_dicts_in_the_checkpoint_and_nested_in_the_run_config(trained):
+    """``model.optim`` and ``data.augment`` (dataclasses) are stored as dicts, so the file loads weights_only and
+    rebuilds the modules; the run's config.yaml nests them as the packaged configs do (synthetic.yaml's values)."""
+    from detector.data import DetectionDataModule
+    from detector.module import CenterNetModule
+
+    tmp, cli = trained
+    checkpoint = load_checkpoint(cli.last_checkpoint)  # weights_only=True
+    optim, augment = checkpoint["hyper_parameters"]["optim"], checkpoint["datamodule_hyper_parameters"]["augment"]
+    assert optim["lr"] == 2e-3 and optim["schedule"] == "cosine" and optim["warmup_epochs"] == 0.5
+    assert list(augment["scale_range"]) == [0.7, 1.3] and augment["min_visibility"] == 0.3
+    model_args, data_args = ({k: v for k, v in checkpoint[key].items() if not k.startswith("_")}  # no _instantiator
+                             for key in ("hyper_parameters", "datamodule_hyper_parameters"))
+    assert CenterNetModule(**{**model_args, "weights": None}).optim == cli.model.optim
+    assert plain(DetectionDataModule(**data_args).augment) == plain(cli.datamodule.augment)
+    config = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
+    assert config["model"]["optim"]["lr"] == 2e-3 and config["data"]["augment"]["min_box_size"] == 2.0
 
 
 def test_resume_continues_step_epoch_and_optimiser(trained, tmp_path):

@@ -6,7 +6,7 @@ pixels; :func:`collate_detection` pads them into the batch contract.
 from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
 from detector.data.cocoformat import dataset_to_coco, write_dataset_json
 from detector.data.dataset import DatasetError, DetectionDataset, Sample
-from detector.data.datamodule import DetectionDataModule, seed_worker
+from detector.data.datamodule import AugmentOptions, DetectionDataModule, seed_worker
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_cache_root, synthetic_dataset
 from detector.data.transforms import EvalTransform, TrainTransform, collate_detection
 from detector.data.voc import (VOC_CLASSES, VocDetection, collect_voc_classes, voc_layout, voc_to_coco,
@@ -14,7 +14,7 @@ from detector.data.voc import (VOC_CLASSES, VocDetection, collect_voc_classes, v
 from detector.data.yolo import YoloDetection, yolo_class_names, yolo_to_coco
 
 __all__ = [
-    "CocoDetection", "DatasetError", "DetectionDataModule", "DetectionDataset", "EvalTransform",
+    "AugmentOptions", "CocoDetection", "DatasetError", "DetectionDataModule", "DetectionDataset", "EvalTransform",
     "SYNTHETIC_CLASSES", "Sample", "TrainTransform", "VOC_CLASSES", "VocDetection", "YoloDetection", "coco_from_dict",
     "collate_detection", "collect_voc_classes", "dataset_to_coco", "load_coco_json", "seed_worker",
     "synthetic_cache_root", "synthetic_dataset", "voc_layout", "voc_to_coco", "write_dataset_json",

@@ -8,7 +8,9 @@ from that generator (two workers never replay the same stream; in-process loadin
 """
 from __future__ import annotations
 
+import dataclasses
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -38,6 +40,38 @@ def seed_worker(worker_id: int) -> None:
         transform.set_random_seed(info.seed)
 
 
+@dataclass(frozen=True)
+class AugmentOptions:
+    """The training augmentation (``--data.augment.*``; YAML ``data: {augment: {...}}``). See
+    ``detector.data.transforms``.
+
+    Args:
+        kind: ``paper`` (the CenterNet paper's random square crop of 0.6-1.3 x the longer side around a random
+            centre, warped to the input; colour +-0.4 and PCA lighting) or ``resize`` (the default: the longer side
+            resized to ``scale_range`` x ``input_size``, placed or cropped; colour jitter; +2.2 AP over ``paper`` on
+            real photos, ``bench/RESULTS.md``).
+        scale_range: ``resize`` only: random scale of the longer image side relative to ``input_size``.
+        crop_scales: ``paper`` only: the crop side as fractions of the longer image side.
+        lighting: ``paper`` only: standard deviation of the PCA lighting (0 disables it).
+        flip_prob: probability of a horizontal flip.
+        colour_jitter: strength of the brightness/contrast/saturation jitter (0 disables it; null: 0.4 for
+            ``paper``, 0.3 for ``resize``).
+        min_visibility: after cropping, a box keeping less than this fraction of its area is dropped.
+        min_box_size: after augmentation, a box narrower or shorter than this (input pixels) is dropped.
+            ``min_visibility`` and ``min_box_size`` null: 0, every box with area stays a target, as in the paper
+            (dropping boxes under 30% visible or 2 px was not better on real photos, ``bench/RESULTS.md``).
+    """
+
+    kind: Literal["paper", "resize"] = "resize"
+    scale_range: tuple[float, float] = (0.6, 1.4)
+    crop_scales: Sequence[float] = PAPER_CROP_SCALES
+    lighting: float = PAPER_LIGHTING_STD
+    flip_prob: float = 0.5
+    colour_jitter: float | None = None
+    min_visibility: float | None = None
+    min_box_size: float | None = None
+
+
 class DetectionDataModule(pl.LightningDataModule):
     """Training and validation data of the detector.
 
@@ -65,20 +99,7 @@ class DetectionDataModule(pl.LightningDataModule):
         batch_size: images per batch (training and validation).
         num_workers: DataLoader worker processes (0 loads in the main process).
         seed: seed of the shuffling and augmentation streams (and of the synthetic data).
-        augmentation: the train augmentation: ``paper`` (the CenterNet paper's random square crop of 0.6-1.3 x the
-            longer side around a random centre, warped to the input; colour +-0.4 and PCA lighting) or ``resize``
-            (the default: the longer side resized to ``scale_range`` x ``input_size``, placed or cropped; colour
-            jitter; +2.2 AP over ``paper`` on real photos, ``bench/RESULTS.md``). See ``detector.data.transforms``.
-        scale_range: ``resize`` only: random scale of the longer image side relative to ``input_size``.
-        crop_scales: ``paper`` only: the crop side as fractions of the longer image side.
-        lighting: ``paper`` only: standard deviation of the PCA lighting (0 disables it).
-        flip_prob: probability of a horizontal flip.
-        colour_jitter: strength of the brightness/contrast/saturation jitter (0 disables it; null: 0.4 for
-            ``paper``, 0.3 for ``resize``).
-        min_visibility: after cropping, a box keeping less than this fraction of its area is dropped.
-        min_box_size: after augmentation, a box narrower or shorter than this (input pixels) is dropped.
-            ``min_visibility`` and ``min_box_size`` null: 0, every box with area stays a target, as in the paper
-            (dropping boxes under 30% visible or 2 px was not better on real photos, ``bench/RESULTS.md``).
+        augment: the training augmentation, an :class:`AugmentOptions` (or a dict of its fields).
         num_train: number of synthetic training images.
         num_val: number of synthetic validation images.
     """
@@ -89,11 +110,8 @@ class DetectionDataModule(pl.LightningDataModule):
                  voc_val_splits: Sequence[VocSplit] | None = None, classes: list[str] | None = None,
                  input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
-                 seed: int = 0, augmentation: Literal["paper", "resize"] = "resize",
-                 scale_range: tuple[float, float] = (0.6, 1.4), crop_scales: Sequence[float] = PAPER_CROP_SCALES,
-                 lighting: float = PAPER_LIGHTING_STD, flip_prob: float = 0.5, colour_jitter: float | None = None,
-                 min_visibility: float | None = None, min_box_size: float | None = None,
-                 num_train: int = 400, num_val: int = 100):
+                 seed: int = 0, augment: AugmentOptions = AugmentOptions(), num_train: int = 400,
+                 num_val: int = 100):
         super().__init__()
         if dataset not in ("synthetic", "coco", "voc", "yolo"):
             raise ValueError(f"dataset must be 'synthetic', 'coco', 'voc' or 'yolo', got {dataset!r}")
@@ -103,6 +121,8 @@ class DetectionDataModule(pl.LightningDataModule):
             raise ValueError("dataset='yolo' needs root, the dataset YAML file")
         if dataset == "coco" and root is None and val_json is None:
             raise ValueError("dataset='coco' needs root (the COCO folder) or val_json (and train_json to train)")
+        self.augment = AugmentOptions(**augment) if isinstance(augment, dict) else augment
+        augment = dataclasses.asdict(self.augment)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
         self.eval_size = input_size if eval_size == "input" else eval_size
         self.train_dataset: DetectionDataset | None = None
@@ -125,17 +145,17 @@ class DetectionDataModule(pl.LightningDataModule):
             self._check_same_categories(self.train_dataset, self.val_dataset)
 
     def _train_transform(self) -> TrainTransform | CropTrainTransform:
-        hp = self.hparams
-        paper = hp.augmentation == "paper"
-        colour = hp.colour_jitter if hp.colour_jitter is not None else (0.4 if paper else 0.3)
-        visibility = hp.min_visibility if hp.min_visibility is not None else 0.0
-        box_size = hp.min_box_size if hp.min_box_size is not None else 0.0
+        hp, aug = self.hparams, self.augment
+        paper = aug.kind == "paper"
+        colour = aug.colour_jitter if aug.colour_jitter is not None else (0.4 if paper else 0.3)
+        visibility = aug.min_visibility if aug.min_visibility is not None else 0.0
+        box_size = aug.min_box_size if aug.min_box_size is not None else 0.0
         if paper:
-            return CropTrainTransform(hp.input_size, tuple(hp.crop_scales), hp.flip_prob, colour, hp.lighting,
+            return CropTrainTransform(hp.input_size, tuple(aug.crop_scales), aug.flip_prob, colour, aug.lighting,
                                       visibility, box_size, hp.seed)
-        if hp.augmentation != "resize":
-            raise ValueError(f"augmentation must be 'paper' or 'resize', got {hp.augmentation!r}")
-        return TrainTransform(hp.input_size, tuple(hp.scale_range), hp.flip_prob, colour, visibility, box_size,
+        if aug.kind != "resize":
+            raise ValueError(f"augment.kind must be 'paper' or 'resize', got {aug.kind!r}")
+        return TrainTransform(hp.input_size, tuple(aug.scale_range), aug.flip_prob, colour, visibility, box_size,
                               hp.seed)
 
     def train_dataloader(self) -> DataLoader:

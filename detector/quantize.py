@@ -1,0 +1,178 @@
+"""int8 inference on the CPU: ONNX Runtime static quantization of the exported network.
+
+The network (never the decoding) is quantized: ``onnxruntime.quantization.quantize_static`` in QDQ format, weights
+int8 per output channel, activations uint8 with ranges calibrated (min-max) on a few training images prepared
+exactly as at inference (``preprocess.letterbox``, then the normalisation, which stays float32 in the graph). Every
+node of the network is quantized (convolutions, ReLU, residual additions, upsampling, max-pool) but the last 1x1
+convolution of each head: quantizing those outputs cost 2 AP on BCCD (38.3 -> 36.4), keeping them float32 none
+(38.6), for little time (bench/RESULTS.md). The normalisation and the decoding run in float32.
+
+Two ways in, one quantizer:
+
+- ``export --precision int8 --calibration <images>`` (:func:`quantize_exported`): the exported file of
+  ``detector.export`` (uint8 images in, decoded boxes out) with its network quantized; ``OnnxDetector`` and the
+  demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
+- ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
+  memory and run by ONNX Runtime in place of the torch network; letterbox, flip test, heatmaps and decoding stay
+  the torch ones.
+
+Where it cannot run (onnxruntime missing, a GPU device, no calibration images) the error says so in one line
+(:class:`QuantizationError`). bench/RESULTS.md has the speed and the AP against fp32 with the same weights.
+"""
+from __future__ import annotations
+
+import itertools
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from detector.errors import DetectorError
+from detector.export import onnx_opset, trace_onnx
+from detector.images import ImageInput, as_image
+from detector.preprocess import letterbox, normalize, to_chw_tensor
+
+# Calibration images used when a caller gives more: min-max ranges settle after a few dozen.
+CALIBRATION_IMAGES = 32
+# The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
+NETWORK_SCOPE = "/model/"
+OUTPUT_NAMES = ["heatmap", "offset", "size"]
+
+
+class QuantizationError(DetectorError, RuntimeError):
+    """int8 cannot run here (missing onnxruntime, a GPU device, no calibration images); the message says why."""
+
+
+def require_onnxruntime():
+    """The ``onnxruntime`` module, or :class:`QuantizationError` naming the install."""
+    try:
+        import onnxruntime
+        import onnxruntime.quantization  # noqa: F401  (the quantizer, shipped with onnxruntime)
+    except ImportError as error:
+        raise QuantizationError(f"int8 runs through ONNX Runtime, which is not installed ({error}): "
+                                "pip install onnxruntime") from error
+    return onnxruntime
+
+
+def calibration_batches(source: str | Path | Iterable[ImageInput], input_size: int,
+                        count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
+    """Up to ``count`` images of ``source`` (a folder, a glob, a video, or images; see ``iter_images``) as
+    letterboxed ``[1, 3, S, S]`` uint8 arrays, the inference's preparation; :class:`QuantizationError` if none."""
+    from detector.predictor import iter_images  # the predictor imports this module
+
+    if source is None:
+        raise QuantizationError("int8 needs calibration images (a few training images, e.g. calibration='train/' "
+                                "or --calibration train/)")
+    try:
+        items = [image for _, image in itertools.islice(iter_images(source), count)]
+    except OSError as error:
+        raise QuantizationError(f"calibration images: {error}") from error
+    if not items:
+        raise QuantizationError(f"calibration images: {source} holds none")
+    return [to_chw_tensor(letterbox(as_image(item), input_size)[0])[None].numpy() for item in items]
+
+
+class _Reader:
+    """``onnxruntime.quantization.CalibrationDataReader`` protocol over a list of input arrays."""
+
+    def __init__(self, name: str, batches: Iterable[np.ndarray]):
+        self.feeds: Iterator[dict[str, np.ndarray]] = iter({name: batch} for batch in batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.feeds, None)
+
+    def __iter__(self):
+        return self.feeds
+
+
+def quantized_nodes(graph) -> list[str]:
+    """The names of the network's nodes to quantize: every node in ``NETWORK_SCOPE`` but the last convolution of
+    each head (its output, read by the decoding, stays float32; see the module docstring)."""
+    network = [node for node in graph.node if node.name.startswith(NETWORK_SCOPE)]
+    read = {name for node in network for name in node.input}
+    outputs = {node.name for node in network if node.op_type == "Conv" and not read & set(node.output)}
+    return [node.name for node in network if node.name not in outputs]
+
+
+def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> Path:
+    """Quantize the network nodes (scope ``NETWORK_SCOPE``) of the ONNX file ``source`` into ``output``: QDQ,
+    per-channel int8 weights, uint8 activations calibrated by min-max on ``batches`` (inputs of the graph's
+    first input). Metadata is kept."""
+    require_onnxruntime()
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        graph = onnx.load(str(prepared)).graph
+        nodes = quantized_nodes(graph)
+        quantize_static(str(prepared), str(output), _Reader(graph.input[0].name, batches),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, nodes_to_quantize=nodes)
+    return output
+
+
+def quantize_exported(source: Path, output: Path, calibration: str | Path | Iterable[ImageInput],
+                      input_size: int, count: int = CALIBRATION_IMAGES) -> Path:
+    """An exported file (``detector.export.export_onnx``: uint8 images in) quantized into ``output``."""
+    return quantize_onnx(source, output, calibration_batches(calibration, input_size, count))
+
+
+class NetworkOutputs(nn.Module):
+    """The network alone with tuple outputs ``heatmap, offset, size`` (normalised float32 images in), for export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        outputs = self.model(x)
+        return tuple(outputs[name] for name in OUTPUT_NAMES)
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session standing in for a CenterNet: ``network(x)`` with ``x [B, 3, S, S]`` normalised
+    float32 returns the network's dict (``heatmap`` logits ``[B, C, S/4, S/4]``, ``offset``, ``size``) as CPU
+    float32 tensors; ``stride`` as the network's."""
+
+    def __init__(self, session, stride: int):
+        self.session = session
+        self.stride = stride
+
+    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        outputs = self.session.run(OUTPUT_NAMES, {"images": x.cpu().numpy()})
+        return {name: torch.from_numpy(value) for name, value in zip(OUTPUT_NAMES, outputs)}
+
+
+def session_options(threads: int | None = None):
+    """ONNX Runtime session options: ``threads`` intra-op threads (None: one per core), and threads that sleep
+    instead of spinning while they wait (as ``OMP_WAIT_POLICY=PASSIVE`` does for torch, see bench/latency.py)."""
+    onnxruntime = require_onnxruntime()
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
+                 threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
+    """``model`` (eval mode, on the CPU) exported, quantized on ``calibration`` images and loaded in ONNX Runtime."""
+    onnxruntime = require_onnxruntime()
+    if next(model.parameters()).device.type != "cpu":
+        raise QuantizationError("precision='int8' runs on the CPU (ONNX Runtime); use device='cpu', or bf16 on a GPU")
+    batches = [normalize(torch.from_numpy(batch)).numpy()
+               for batch in calibration_batches(calibration, input_size, count)]
+    with tempfile.TemporaryDirectory() as folder:
+        fp32, int8 = Path(folder) / "network.onnx", Path(folder) / "network_int8.onnx"
+        with torch.no_grad():
+            trace_onnx(NetworkOutputs(model), torch.from_numpy(batches[0]), fp32, OUTPUT_NAMES, onnx_opset(model))
+        quantize_onnx(fp32, int8, batches)
+        session = onnxruntime.InferenceSession(str(int8), session_options(threads),
+                                               providers=["CPUExecutionProvider"])
+    return OnnxNetwork(session, model.stride)
