@@ -1,11 +1,14 @@
-"""Micro-benchmarks: decoding alone, and one training step (forward + loss + backward) per image for both necks.
+"""Micro-benchmarks: decoding alone, and the training-step throughput of our network against the paper's.
 
 - decode: ``detector.decode.decode`` for 80 classes on a 128x128 output (512-px input), batch 1, against the first
   implementation (max-pool peaks of the probabilities and one top-K over every class and cell), interleaved.
-- training step: ``CenterNet`` + ``targets.encode`` + ``CenterNetLoss`` + backward, batch ``--batch`` at ``--size``,
-  80 classes, 10 random boxes per image, fp32 (and bf16 autocast where the CPU supports it); per image.
+- training step: ``CenterNet`` forward + ``targets.encode`` + ``CenterNetLoss`` + backward + Adam step, batch
+  ``--batch`` at ``--size`` (default 512 px, batch 16), 80 classes, 10 random boxes per image, fp32, in the
+  channels_last layout the trainer uses (``CenterNetModule.setup``); the ``lean`` default against the paper's plain
+  network (``deconv``), one step of each in turn, as training images per second and their ratio. ``--bf16`` adds
+  bf16 autocast where the CPU supports it (slower than fp32 for CPU training here, bench/RESULTS.md).
 
-    python bench/micro.py [--size 384] [--batch 4] [--repeats 20] [--threads 2]
+    python bench/micro.py [--size 512] [--batch 16] [--steps 3] [--threads 2] [--bf16]
 """
 from __future__ import annotations
 
@@ -59,9 +62,10 @@ def decode_runners() -> dict[str, Callable[[], object]]:
 
 
 def train_step_runner(neck: str, size: int, batch: int, precision: str) -> Callable[[], object]:
-    model = CenterNet(NUM_CLASSES, neck=neck).train()
+    model = CenterNet(NUM_CLASSES, neck=neck).train().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     criterion = CenterNetLoss()
-    images = torch.randn(batch, 3, size, size)
+    images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     centres = torch.rand(batch, 10, 2) * size * 0.8 + size * 0.1
     half = torch.rand(batch, 10, 2) * size * 0.1 + 4
     boxes = torch.cat([centres - half, centres + half], dim=-1)
@@ -69,21 +73,24 @@ def train_step_runner(neck: str, size: int, batch: int, precision: str) -> Calla
     mask = torch.ones(batch, 10, dtype=torch.bool)
 
     def run():
-        model.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
             outputs = model(images)
         outputs = {k: v.float() for k, v in outputs.items()}
         targets = encode(boxes, labels, mask, NUM_CLASSES, tuple(outputs["heatmap"].shape[-2:]), model.stride)
         criterion(outputs, targets)["loss"].backward()
+        optimizer.step()
     return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=384)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=20, help="decode: timed calls (x2)")
+    parser.add_argument("--steps", type=int, default=3, help="training: timed steps of each network, after one")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast (where the CPU has it)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -93,14 +100,16 @@ def main() -> None:
     print(f"\ndecode, {NUM_CLASSES} classes, 128x128 output, batch 1, K=100 (median of {args.repeats * 2})")
     for name, ms in timings.items():
         print(f"  {name:<44} {ms:8.2f} ms")
-    precisions = ["fp32", "bf16"] if bf16_supported("cpu") else ["fp32"]
+    precisions = ["fp32", "bf16"] if args.bf16 and bf16_supported("cpu") else ["fp32"]
     runners = {f"{neck} {p}": train_step_runner(neck, args.size, args.batch, p)
                for neck in ("deconv", "lean") for p in precisions}
-    timings = interleaved(runners, max(3, args.repeats // 4), warmup=1)
-    print(f"\ntraining step (forward + targets + loss + backward), {args.size} px, batch {args.batch}, "
-          f"{NUM_CLASSES} classes; per image (median of {max(3, args.repeats // 4)})")
+    timings = interleaved(runners, args.steps, warmup=1)
+    print(f"\ntraining step (forward + targets + loss + backward + Adam), {args.size} px, batch {args.batch}, "
+          f"{NUM_CLASSES} classes, channels_last; median of {args.steps} steps each, interleaved")
+    base = timings["deconv fp32"]
     for name, ms in timings.items():
-        print(f"  {name:<14} {ms / args.batch:8.1f} ms/image  {ms / timings['deconv fp32']:6.2f} x deconv fp32")
+        print(f"  {name:<12} {1000 * args.batch / ms:7.2f} images/s  {ms / 1000:7.2f} s/step  "
+              f"time {ms / base:5.2f} x deconv fp32 (throughput {base / ms:4.2f} x)")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from detector.callbacks import LastCheckpoint
+from detector.callbacks import LastCheckpoint, ValidateLastEpoch
 from detector.checkpoint import CheckpointError, check_classes, check_network, load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
 from detector.data.voc import voc_layout
@@ -129,7 +129,7 @@ def trainer_defaults() -> dict:
         "default_root_dir": "runs",
         "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                    "init_args": {"save_dir": "runs", "name": "synthetic"}},
-        "callbacks": [LearningRateMonitor(logging_interval="step")],
+        "callbacks": [LearningRateMonitor(logging_interval="step"), ValidateLastEpoch()],
     }
 
 

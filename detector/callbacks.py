@@ -42,3 +42,26 @@ class LastCheckpoint(pl.Callback):
         path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
         trainer.save_checkpoint(path, weights_only=False)  # the whole state: resuming needs the optimiser
         self.path = str(path)
+
+
+class ValidateLastEpoch(pl.Callback):
+    """With ``trainer.check_val_every_n_epoch`` N > 1, also validate the run's last epoch (Lightning alone skips it
+    unless ``max_epochs`` is a multiple of N), so the best checkpoint and the table at the end never miss the final
+    weights. Validating every few epochs is what keeps the default job's COCOeval cost down (issue 16).
+
+    Only for runs bounded by ``max_epochs``; a run ended by ``max_steps`` validates on the multiples of N alone.
+    """
+
+    def __init__(self):
+        self._every: int | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
+        every = trainer.check_val_every_n_epoch
+        last = trainer.max_epochs is not None and trainer.current_epoch == trainer.max_epochs - 1
+        if last and every is not None and every > 1:
+            self._every = every
+            trainer.check_val_every_n_epoch = 1  # read by the epoch loop and ModelCheckpoint for this epoch
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if self._every is not None:
+            trainer.check_val_every_n_epoch, self._every = self._every, None

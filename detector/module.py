@@ -124,6 +124,16 @@ class CenterNetModule(pl.LightningModule):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
 
+    def setup(self, stage: str) -> None:
+        """Train and validate in the channels_last layout: on the CPU (oneDNN) the training step measured ~10%
+        faster than NCHW (bench/RESULTS.md, issue 16), and it is the layout GPU convolutions under AMP want.
+        Checkpoints are unaffected (``load_state_dict`` copies into whatever layout the network has)."""
+        self.model.to(memory_format=torch.channels_last)
+
+    @staticmethod
+    def _images(batch: dict) -> torch.Tensor:
+        return batch["images"].contiguous(memory_format=torch.channels_last)
+
     # training ---------------------------------------------------------------------------------------------------
 
     def _targets(self, batch: dict, output_size: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -139,7 +149,7 @@ class CenterNetModule(pl.LightningModule):
         return self.criterion(outputs, self._targets(batch, tuple(outputs["heatmap"].shape[-2:])))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        parts = self._loss(batch, forward_images(self.model, batch["images"]))
+        parts = self._loss(batch, forward_images(self.model, self._images(batch)))
         batch_size = batch["images"].shape[0]
         if not torch.isfinite(parts["loss"]):
             return self._skip_nonfinite(parts, batch)
@@ -185,7 +195,7 @@ class CenterNetModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
-        outputs = forward_images(self.model, batch["images"], flip=hp.flip_test)
+        outputs = forward_images(self.model, self._images(batch), flip=hp.flip_test)
         if not hp.flip_test:  # the loss needs the plain outputs
             self.log("val/loss", self._loss(batch, outputs)["loss"], batch_size=batch["images"].shape[0],
                      sync_dist=True)
