@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module -> (file, pytest arguments selecting the tests meant for it)
 MODULES = {
-    "targets": ("detector/targets.py", ["tests/test_targets.py", "tests/test_targets_more.py"]),
+    "targets": ("detector/targets.py", ["tests/test_targets.py", "tests/test_targets_more.py",
+                                        "tests/test_paper_recipe.py"]),
     "decode": ("detector/decode.py", ["tests/test_decode.py", "tests/test_decode_more.py",
                                       "tests/test_speed_options.py", "-k", "decode or local_max or flip"]),
     "losses": ("detector/losses.py", ["tests/test_losses.py", "tests/test_losses_more.py"]),
@@ -45,7 +46,7 @@ MODULES = {
     "preprocess": ("detector/preprocess.py", ["tests/test_data_transforms.py", "tests/test_preprocess_more.py"]),
     "boxes": ("detector/boxes.py", ["tests/test_boxes.py", "tests/test_boxes_more.py"]),
     "transforms": ("detector/data/transforms.py", ["tests/test_data_transforms.py",
-                                                   "tests/test_data_transforms_more.py"]),
+                                                   "tests/test_data_transforms_more.py", "tests/test_paper_recipe.py"]),
 }
 
 BINOP_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}
