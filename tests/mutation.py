@@ -7,6 +7,8 @@ Run from the repository root (not collected by pytest: the name does not start w
     python tests/mutation.py --list                       # print the mutants, run nothing
     python tests/mutation.py --survivors before.log       # only the mutants a previous run printed as SURVIVED
     python tests/mutation.py --modules transforms --lines 101-222   # only the mutants on these lines
+    python tests/mutation.py --modules transforms --lines 101-222 --tests tests/test_paper_recipe.py
+                                        # and only the test files that reach those lines (the same verdicts, faster)
 
 Mutants are enumerated deterministically with ``ast`` (same source, same list, same order): operator swaps
 (``+``/``-``, ``*``/``/``, ``<``/``<=``, ``>``/``>=``, ``==``/``!=``, ``is``/``is not``, ``in``/``not in``,
@@ -240,8 +242,10 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
 
 
 def mutate_module(name: str, list_only: bool, log_dir: Path, only: set[str] | None = None,
-                  lines: tuple[int, int] | None = None) -> tuple[int, list[tuple[Mutant, str]]]:
+                  lines: tuple[int, int] | None = None,
+                  tests: list[str] | None = None) -> tuple[int, list[tuple[Mutant, str]]]:
     path, args = MODULES[name]
+    args = tests or args
     args = [a for a in args if not a.startswith("tests/") or (ROOT / a).is_file()]
     file = ROOT / path
     original = file.read_bytes()
@@ -283,7 +287,10 @@ def main() -> None:
     parser.add_argument("--survivors", type=Path, help="re-run only the mutants this earlier output lists as SURVIVED "
                                                        "(same source: a mutant is named by file, line and change)")
     parser.add_argument("--lines", help="only mutants on lines FIRST-LAST of each module's file (e.g. new code)")
+    parser.add_argument("--tests", help="comma-separated test files to run instead of the module's own (only for "
+                                        "--lines that the other files cannot reach: a shortcut, same verdicts)")
     options = parser.parse_args()
+    tests = options.tests.split(",") if options.tests else None
     lines = tuple(int(n) for n in options.lines.split("-")) if options.lines else None
     names = options.modules.split(",")
     only = None
@@ -297,7 +304,7 @@ def main() -> None:
     start = time.perf_counter()
     try:
         for name in names:
-            total, survivors = mutate_module(name, options.list, log_dir, only, lines)
+            total, survivors = mutate_module(name, options.list, log_dir, only, lines, tests)
             summary.append((name, total, survivors))
     finally:
         paths = [MODULES[name][0] for name in names]
