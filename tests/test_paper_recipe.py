@@ -265,6 +265,16 @@ def test_place_keeps_boxes_on_the_size_and_visibility_boundaries():
     assert keep.tolist() == [True]
 
 
+def test_paper_defaults_flip_half_the_images_and_keep_a_sliver():
+    sample = Sample(np.zeros((64, 64, 3), np.uint8), np.array([[4, 4, 20, 20]], np.float32), np.array([0]), 0)
+    transform = CropTrainTransform(64, seed=0)
+    transform.crop = lambda w, h: (32.0, 32.0, 64.0)  # the identity crop
+    flipped = [float(transform(sample)["boxes"][0, 0]) > 32 for _ in range(400)]
+    assert 0.4 < np.mean(flipped) < 0.6
+    _, keep = CropTrainTransform(100).place(np.array([[10, 10, 10.5, 20]], np.float32), 1.0, (0.0, 0.0), False)
+    assert keep.tolist() == [True]  # half a pixel wide: any positive size is kept by default
+
+
 @pytest.mark.parametrize("scale,shift", [(2.0, (7.0, -3.0)), (3.0, (-20.0, 11.0)), (1.0, (4.0, 9.0))])
 def test_warp_maps_a_pixel_centre_to_scale_times_centre_plus_shift(scale, shift):
     # pixel (i, j) spans [i, i + 1): its centre i + 0.5 must land at scale * (i + 0.5) + shift (the continuous frame)
