@@ -238,6 +238,13 @@ def test_paper_crop_centre_of_a_side_without_room_is_its_middle():
         assert transform.crop(300, 129)[1] == 64.0  # border 64: the one integer in [64, 65), not the middle 64.5
 
 
+@pytest.mark.parametrize("scales", [(0.0, 1.0), (1.0, -0.5), ()])
+def test_crop_scales_must_all_be_positive(scales):
+    with pytest.raises(ValueError, match="crop scales must be positive"):
+        CropTrainTransform(64, scales=scales)
+    CropTrainTransform(64, scales=(0.01, 1.0))  # any positive scales are fine
+
+
 def test_paper_meta_is_the_letterbox_meta():
     sample = Sample(np.zeros((160, 320, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 7)
     out = CropTrainTransform(128, seed=0)(sample)
