@@ -236,6 +236,7 @@ def test_paper_crop_centre_of_a_side_without_room_is_its_middle():
     for _ in range(20):
         assert transform.crop(2, 300)[0] == 1.0 and transform.crop(300, 2)[1] == 1.0  # border 1: 2 > 2 fails
         assert transform.crop(300, 129)[1] == 64.0  # border 64: the one integer in [64, 65), not the middle 64.5
+        assert transform.crop(129, 300)[0] == 64.0
 
 
 @pytest.mark.parametrize("scales", [(0.0, 1.0), (1.0, -0.5), ()])
