@@ -307,13 +307,16 @@ def test_colour_keeps_black_and_white_at_the_ends_of_uint8():
     assert bright.max() == 255 and bright[0, 1].tolist() == [255, 255, 255]
 
 
-def test_no_jitter_draws_nothing_for_it_and_still_applies_the_lighting():
+def test_no_jitter_draws_nothing_for_it_and_still_applies_the_lighting_and_the_reverse():
     transform = CropTrainTransform(32, colour_jitter=0.0, seed=0)
     transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[0.5, 0.0, 0.0])  # uniform() would fail
     image = np.full((2, 2, 3), 100, np.uint8)
     shift = 255 * (PAPER_EIGVEC @ (PAPER_EIGVAL * np.float32([0.5, 0, 0])))[::-1]
     np.testing.assert_array_equal(transform.colour(image), np.rint(100 + shift).astype(np.uint8)[None, None]
                                   .repeat(2, 0).repeat(2, 1))
+    jitter_only = CropTrainTransform(32, colour_jitter=0.4, lighting_std=0.0, seed=0)
+    jitter_only.rng = FixedDraws(order=[0, 1, 2], alphas=[0.3, 0.0, 0.0], lighting=None)  # brightness x 1.3
+    np.testing.assert_array_equal(jitter_only.colour(image), np.full((2, 2, 3), 130, np.uint8))
     untouched = CropTrainTransform(32, colour_jitter=0.0, lighting_std=0.0, seed=0)
     untouched.rng = None  # neither may draw
     assert untouched.colour(image) is image
