@@ -281,6 +281,18 @@ def test_paper_defaults_flip_half_the_images_and_keep_a_sliver():
     assert 0.4 < np.mean(flipped) < 0.6
     _, keep = CropTrainTransform(100).place(np.array([[10, 10, 10.5, 20]], np.float32), 1.0, (0.0, 0.0), False)
     assert keep.tolist() == [True]  # half a pixel wide: any positive size is kept by default
+    _, keep = CropTrainTransform(100).place(np.array([[50, 50, 60, 50], [50, 50, 50, 60], [110, 10, 130, 20]],
+                                                     np.float32), 1.0, (0.0, 0.0), False)
+    assert keep.tolist() == [False, False, False]  # no height, no width, outside the canvas (clipped to nothing)
+
+
+def test_lighting_adds_255_times_the_eigen_shift_exactly():
+    transform = CropTrainTransform(32, colour_jitter=0.0, seed=0)
+    transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[-4.0, 0.0, 0.0])
+    shift = 255 * (PAPER_EIGVEC.astype(np.float64) @ (PAPER_EIGVAL * np.array([-4.0, 0, 0])))[::-1]
+    assert np.abs(shift - np.floor(shift) - 0.5).min() > 0.01  # no value at a rounding tie (float32 errs ~1e-5)
+    np.testing.assert_array_equal(transform.colour(np.zeros((1, 1, 3), np.uint8))[0, 0], np.rint(shift))
+    assert np.rint(shift).tolist() == [123, 127, 128]  # 256 times the shift would give 123, 128, 129
 
 
 @pytest.mark.parametrize("scale,shift", [(2.0, (7.0, -3.0)), (3.0, (-20.0, 11.0)), (1.0, (4.0, 9.0))])
