@@ -6,6 +6,9 @@ Run from the repository root (not collected by pytest: the name does not start w
     python tests/mutation.py --modules targets,decode     # some modules only
     python tests/mutation.py --list                       # print the mutants, run nothing
     python tests/mutation.py --survivors before.log       # only the mutants a previous run printed as SURVIVED
+    python tests/mutation.py --modules transforms --lines 101-222   # only the mutants on these lines
+    python tests/mutation.py --modules transforms --lines 101-222 --tests tests/test_paper_recipe.py
+                                        # and only the test files that reach those lines (the same verdicts, faster)
 
 Mutants are enumerated deterministically with ``ast`` (same source, same list, same order): operator swaps
 (``+``/``-``, ``*``/``/``, ``<``/``<=``, ``>``/``>=``, ``==``/``!=``, ``is``/``is not``, ``in``/``not in``,
@@ -37,14 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module -> (file, pytest arguments selecting the tests meant for it)
 MODULES = {
-    "targets": ("detector/targets.py", ["tests/test_targets.py", "tests/test_targets_more.py"]),
+    "targets": ("detector/targets.py", ["tests/test_targets.py", "tests/test_targets_more.py",
+                                        "tests/test_paper_recipe.py"]),
     "decode": ("detector/decode.py", ["tests/test_decode.py", "tests/test_decode_more.py",
                                       "tests/test_speed_options.py", "-k", "decode or local_max or flip"]),
     "losses": ("detector/losses.py", ["tests/test_losses.py", "tests/test_losses_more.py"]),
     "evaluation": ("detector/evaluation.py", ["tests/test_evaluation.py", "tests/test_evaluation_more.py"]),
     "preprocess": ("detector/preprocess.py", ["tests/test_data_transforms.py", "tests/test_preprocess_more.py"]),
     "boxes": ("detector/boxes.py", ["tests/test_boxes.py", "tests/test_boxes_more.py"]),
-    "transforms": ("detector/data/transforms.py", ["tests/test_data_transforms.py",
+    "transforms": ("detector/data/transforms.py", ["tests/test_paper_recipe.py", "tests/test_data_transforms.py",
                                                    "tests/test_data_transforms_more.py"]),
 }
 
@@ -237,15 +241,19 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
         time.sleep(0.05)
 
 
-def mutate_module(name: str, list_only: bool, log_dir: Path,
-                  only: set[str] | None = None) -> tuple[int, list[tuple[Mutant, str]]]:
+def mutate_module(name: str, list_only: bool, log_dir: Path, only: set[str] | None = None,
+                  lines: tuple[int, int] | None = None,
+                  tests: list[str] | None = None) -> tuple[int, list[tuple[Mutant, str]]]:
     path, args = MODULES[name]
+    args = tests or args
     args = [a for a in args if not a.startswith("tests/") or (ROOT / a).is_file()]
     file = ROOT / path
     original = file.read_bytes()
     mutants = enumerate_mutants(original.decode())
     if only is not None:
         mutants = [m for m in mutants if f"{path}:{m.line}: {m.change}" in only]
+    if lines is not None:
+        mutants = [m for m in mutants if lines[0] <= m.line <= lines[1]]
     if list_only:
         for m in mutants:
             print(f"{path}:{m.line}: {m.change}")
@@ -278,7 +286,12 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the mutants and run nothing")
     parser.add_argument("--survivors", type=Path, help="re-run only the mutants this earlier output lists as SURVIVED "
                                                        "(same source: a mutant is named by file, line and change)")
+    parser.add_argument("--lines", help="only mutants on lines FIRST-LAST of each module's file (e.g. new code)")
+    parser.add_argument("--tests", help="comma-separated test files to run instead of the module's own (only for "
+                                        "--lines that the other files cannot reach: a shortcut, same verdicts)")
     options = parser.parse_args()
+    tests = options.tests.split(",") if options.tests else None
+    lines = tuple(int(n) for n in options.lines.split("-")) if options.lines else None
     names = options.modules.split(",")
     only = None
     if options.survivors:
@@ -291,7 +304,7 @@ def main() -> None:
     start = time.perf_counter()
     try:
         for name in names:
-            total, survivors = mutate_module(name, options.list, log_dir, only)
+            total, survivors = mutate_module(name, options.list, log_dir, only, lines, tests)
             summary.append((name, total, survivors))
     finally:
         paths = [MODULES[name][0] for name in names]

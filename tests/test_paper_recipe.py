@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from detector.data import Sample
-from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC, CropTrainTransform,
-                                      paper_border)
+from detector.data.transforms import (PAD_VALUE, PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC,
+                                      CropTrainTransform, paper_border, warp)
 from detector.targets import ELLIPSE_ALPHA, encode, gaussian_extent, gaussian_radius
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -95,6 +95,18 @@ def painted(width=320, height=240, seed=0):
         boxes.append((x1, y1, x2, y2))
     sample = Sample(image, np.array(boxes, dtype=np.float32), np.arange(3, dtype=np.int64), 1)
     return sample, np.array(colours)
+
+
+def test_the_paper_constants_are_the_papers_code_numbers():
+    # written out from the CenterNet code (its COCO dataset class and its crop loop), not read from the module
+    from detector.data.transforms import PAPER_BORDER, PAPER_LIGHTING_STD
+
+    np.testing.assert_array_equal(PAPER_EIGVAL, np.float32([0.2141788, 0.01817699, 0.00341571]))
+    np.testing.assert_array_equal(PAPER_EIGVEC, np.float32([[-0.58752847, -0.69563484, 0.41340352],
+                                                            [-0.5832747, 0.00994535, -0.81221408],
+                                                            [-0.56089297, 0.71832671, 0.41158938]]))
+    assert PAPER_CROP_SCALES == pytest.approx(np.arange(0.6, 1.4, 0.1)) and len(PAPER_CROP_SCALES) == 8
+    assert (PAPER_BORDER, PAPER_LIGHTING_STD) == (128, 0.1)
 
 
 def test_paper_zoom_takes_the_eight_crop_scales_uniformly():
@@ -211,6 +223,115 @@ def test_colour_draws_three_strengths_within_point_four_and_a_lighting_of_sigma_
     transform.rng = Recording()
     transform.colour(np.full((4, 4, 3), 100, np.uint8))
     assert draws == [("uniform", -0.4, 0.4)] * 3 + [("normal", 0.0, 0.1, 3)]
+
+
+@pytest.mark.parametrize("size,border", [(640, 128), (257, 128), (256, 64), (200, 64), (129, 64), (128, 32),
+                                         (3, 1), (2, 1), (1, 1)])
+def test_paper_border_halves_until_the_image_holds_two_and_stops_at_one(size, border):
+    assert paper_border(128, size) == border  # by hand: halve 128 while size <= 2 * border and border > 1
+
+
+def test_paper_crop_centre_of_a_side_without_room_is_its_middle():
+    transform = CropTrainTransform(64, seed=0)
+    for _ in range(20):
+        assert transform.crop(2, 300)[0] == 1.0 and transform.crop(300, 2)[1] == 1.0  # border 1: 2 > 2 fails
+        assert transform.crop(300, 129)[1] == 64.0  # border 64: the one integer in [64, 65), not the middle 64.5
+        assert transform.crop(129, 300)[0] == 64.0
+
+
+@pytest.mark.parametrize("scales", [(0.0, 1.0), (1.0, -0.5), ()])
+def test_crop_scales_must_all_be_positive(scales):
+    with pytest.raises(ValueError, match="crop scales must be positive"):
+        CropTrainTransform(64, scales=scales)
+    CropTrainTransform(64, scales=(0.01, 1.0))  # any positive scales are fine
+
+
+def test_paper_meta_is_the_letterbox_meta():
+    sample = Sample(np.zeros((160, 320, 3), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), 7)
+    out = CropTrainTransform(128, seed=0)(sample)
+    np.testing.assert_allclose(out["meta"].numpy(), [0.4, 0.4, 320, 160], rtol=1e-6)  # 128 / 320, 64 / 160
+    assert out["image_id"] == 7
+    assert out["image"].shape == (3, 128, 128) and out["boxes"].shape == (0, 4)
+
+
+def test_place_keeps_boxes_on_the_size_and_visibility_boundaries():
+    transform = CropTrainTransform(100, min_visibility=0.5, min_box_size=4.0, seed=0)
+    boxes = np.array([[-10, 0, 10, 10],    # half of it visible: kept (>=)
+                      [-11, 0, 9, 10],     # 9 of 20 px: dropped
+                      [20, 20, 24, 30],    # exactly min_box_size wide: kept (>=)
+                      [20, 20, 23.9, 30],  # narrower: dropped
+                      [50, 50, 60, 50],    # no height: dropped
+                      [95, 90, 105, 130]], np.float32)  # clipped at the far edges to 5 x 10 of 10 x 40: dropped
+    placed, keep = transform.place(boxes, 1.0, (0.0, 0.0), flip=False)
+    assert keep.tolist() == [True, False, True, False, False, False]
+    np.testing.assert_array_equal(placed[0], [0, 0, 10, 10])
+    np.testing.assert_array_equal(placed[5], [95, 90, 100, 100])
+    # scale and shift, then the mirror of the canvas
+    placed, keep = CropTrainTransform(100, seed=0).place(np.array([[10, 20, 30, 60]], np.float32), 0.5, (3.0, -4.0),
+                                                         flip=True)
+    np.testing.assert_allclose(placed[0], [100 - 18, 6, 100 - 8, 26])
+    assert keep.tolist() == [True]
+
+
+def test_paper_defaults_flip_half_the_images_and_keep_a_sliver():
+    sample = Sample(np.zeros((64, 64, 3), np.uint8), np.array([[4, 4, 20, 20]], np.float32), np.array([0]), 0)
+    transform = CropTrainTransform(64, seed=0)
+    transform.crop = lambda w, h: (32.0, 32.0, 64.0)  # the identity crop
+    flipped = [float(transform(sample)["boxes"][0, 0]) > 32 for _ in range(400)]
+    assert 0.4 < np.mean(flipped) < 0.6
+    _, keep = CropTrainTransform(100).place(np.array([[10, 10, 10.5, 20]], np.float32), 1.0, (0.0, 0.0), False)
+    assert keep.tolist() == [True]  # half a pixel wide: any positive size is kept by default
+    _, keep = CropTrainTransform(100).place(np.array([[50, 50, 60, 50], [50, 50, 50, 60], [110, 10, 130, 20]],
+                                                     np.float32), 1.0, (0.0, 0.0), False)
+    assert keep.tolist() == [False, False, False]  # no height, no width, outside the canvas (clipped to nothing)
+
+
+def test_lighting_adds_255_times_the_eigen_shift_exactly():
+    transform = CropTrainTransform(32, colour_jitter=0.0, seed=0)
+    transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[-4.0, 0.0, 0.0])
+    shift = 255 * (PAPER_EIGVEC.astype(np.float64) @ (PAPER_EIGVAL * np.array([-4.0, 0, 0])))[::-1]
+    assert np.abs(shift - np.floor(shift) - 0.5).min() > 0.01  # no value at a rounding tie (float32 errs ~1e-5)
+    np.testing.assert_array_equal(transform.colour(np.zeros((1, 1, 3), np.uint8))[0, 0], np.rint(shift))
+    assert np.rint(shift).tolist() == [123, 127, 128]  # 256 times the shift would give 123, 128, 129
+
+
+@pytest.mark.parametrize("scale,shift", [(2.0, (7.0, -3.0)), (3.0, (-20.0, 11.0)), (1.0, (4.0, 9.0))])
+def test_warp_maps_a_pixel_centre_to_scale_times_centre_plus_shift(scale, shift):
+    # pixel (i, j) spans [i, i + 1): its centre i + 0.5 must land at scale * (i + 0.5) + shift (the continuous frame)
+    image = np.full((40, 40, 3), PAD_VALUE, np.uint8)
+    image[17, 12] = 255  # row 17 (y), column 12 (x), on the padding colour: only this pixel weighs
+    out = warp(image, scale, shift, 128)[..., 0].astype(np.float64) - PAD_VALUE[0]
+    ys, xs = np.mgrid[0:128, 0:128] + 0.5
+    cx, cy = (out * xs).sum() / out.sum(), (out * ys).sum() / out.sum()
+    assert cx == pytest.approx(scale * 12.5 + shift[0], abs=0.05)
+    assert cy == pytest.approx(scale * 17.5 + shift[1], abs=0.05)
+    assert (out >= 0).all()
+
+
+def test_colour_keeps_black_and_white_at_the_ends_of_uint8():
+    image = np.array([[[0, 0, 0], [255, 255, 255], [0, 255, 0]]], np.uint8)
+    transform = CropTrainTransform(32, colour_jitter=0.0, seed=0)
+    transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[3.0, 0.0, 0.0])  # a strong darkening
+    dark = transform.colour(image)
+    transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[-3.0, 0.0, 0.0])
+    bright = transform.colour(image)
+    assert dark.min() == 0 and dark[0, 0].tolist() == [0, 0, 0]
+    assert bright.max() == 255 and bright[0, 1].tolist() == [255, 255, 255]
+
+
+def test_no_jitter_draws_nothing_for_it_and_still_applies_the_lighting_and_the_reverse():
+    transform = CropTrainTransform(32, colour_jitter=0.0, seed=0)
+    transform.rng = FixedDraws(order=[0, 1, 2], alphas=[], lighting=[0.5, 0.0, 0.0])  # uniform() would fail
+    image = np.full((2, 2, 3), 100, np.uint8)
+    shift = 255 * (PAPER_EIGVEC @ (PAPER_EIGVAL * np.float32([0.5, 0, 0])))[::-1]
+    np.testing.assert_array_equal(transform.colour(image), np.rint(100 + shift).astype(np.uint8)[None, None]
+                                  .repeat(2, 0).repeat(2, 1))
+    jitter_only = CropTrainTransform(32, colour_jitter=0.4, lighting_std=0.0, seed=0)
+    jitter_only.rng = FixedDraws(order=[0, 1, 2], alphas=[0.3, 0.0, 0.0], lighting=None)  # brightness x 1.3
+    np.testing.assert_array_equal(jitter_only.colour(image), np.full((2, 2, 3), 130, np.uint8))
+    untouched = CropTrainTransform(32, colour_jitter=0.0, lighting_std=0.0, seed=0)
+    untouched.rng = None  # neither may draw
+    assert untouched.colour(image) is image
 
 
 # ---------------------------------------------------------------------------------------------------------------
