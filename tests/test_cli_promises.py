@@ -72,7 +72,7 @@ def finetuned(source, tmp_path_factory):
     every weight it keeps must come out exactly as it went in. Returns (tmp folder, last checkpoint)."""
     tmp = tmp_path_factory.mktemp("finetune")
     result = run_tool("train.py", *train_args(tmp, "--trainer.max_steps", "1", "--model.init_from", str(source),
-                                              "--model.lr", "0"))
+                                              "--model.optim.lr", "0"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "class heatmap head is new" in result.stderr + result.stdout
     last = result.stdout.split("last: ")[1].split(")")[0]
