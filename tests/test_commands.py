@@ -75,7 +75,7 @@ def test_console_script_targets_import():
 @pytest.mark.slow
 @pytest.mark.parametrize("command,expected,absent", [
     ("train", ["--model.neck", "--data.root", "default: 160", "default: 24", "--name", "--ckpt_path",
-               "--model.optim.lr", "--data.augment.flip_prob", "(type: float | null, default: 0.3)"],
+               "--model.optim.lr", "--data.augment.flip_prob", "float], default: (0.7, 1.3))"],
      ["--model.lr ", "--data.flip_prob"]),
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
      ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augment",

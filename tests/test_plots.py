@@ -139,7 +139,7 @@ def train_and_eval(tmp_path_factory):
     train = run_tool("train.py", "--data.root", str(tmp / "synthetic"), "--data.num_train", "8",
                      "--data.num_val", "4", "--data.input_size", "64", "--data.batch_size", "4",
                      "--data.num_workers", "0", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
-                     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                     "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
                      "--trainer.logger.init_args.save_dir", str(tmp / "runs"),
                      "--trainer.default_root_dir", str(tmp / "runs"))
     run = Path(re.search(r"^run folder: +(\S+)", train.stdout, flags=re.M).group(1))

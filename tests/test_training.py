@@ -70,13 +70,13 @@ def test_the_option_groups_are_plain_dicts_in_the_checkpoint_and_nested_in_the_r
     checkpoint = load_checkpoint(cli.last_checkpoint)  # weights_only=True
     optim, augment = checkpoint["hyper_parameters"]["optim"], checkpoint["datamodule_hyper_parameters"]["augment"]
     assert optim["lr"] == 2e-3 and optim["schedule"] == "cosine" and optim["warmup_epochs"] == 0.5
-    assert list(augment["scale_range"]) == [0.7, 1.3] and augment["min_visibility"] == 0.3
+    assert list(augment["scale_range"]) == [0.7, 1.3] and augment["min_visibility"] is None  # every box kept
     model_args, data_args = ({k: v for k, v in checkpoint[key].items() if not k.startswith("_")}  # no _instantiator
                              for key in ("hyper_parameters", "datamodule_hyper_parameters"))
     assert CenterNetModule(**{**model_args, "weights": None}).optim == cli.model.optim
     assert plain(DetectionDataModule(**data_args).augment) == plain(cli.datamodule.augment)
     config = yaml.safe_load((Path(cli.trainer.log_dir) / "config.yaml").read_text())
-    assert config["model"]["optim"]["lr"] == 2e-3 and config["data"]["augment"]["min_box_size"] == 2.0
+    assert config["model"]["optim"]["lr"] == 2e-3 and config["data"]["augment"]["scale_range"] == [0.7, 1.3]
 
 
 def test_resume_continues_step_epoch_and_optimiser(trained, tmp_path):
