@@ -133,6 +133,24 @@ def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Ca
     return runners
 
 
+def detector_onnxruntime_runner(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """``Detector(..., runtime="onnxruntime")``: the network exported in memory and run by ONNX Runtime in fp32,
+    letterbox and decoding the torch ones, as ``Detector.predict`` runs them; {} without onnxruntime."""
+    from detector.predictor import Detector
+
+    names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
+    runners = {}
+    for runtime in ("torch", "onnxruntime"):
+        try:
+            detector = Detector(copy.deepcopy(network), names, size, runtime=runtime)
+        except Exception as error:  # noqa: BLE001  (the onnxruntime row is optional)
+            print(f"note: no Detector(runtime={runtime!r}) row ({error})")
+            continue
+        runners[f"ours (lean) fp32, Detector(runtime='{runtime}')"] = (
+            lambda image, detector=detector: detector.predict(image, conf=0.0))
+    return runners
+
+
 def yolov8n_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
     """ultralytics YOLOv8n from its model YAML (random weights, no download), ``predict`` at ``imgsz=size`` (its own
     letterbox, which pads 640x480 to 512x384 only, its NMS, boxes in original pixels), fp32 and under bf16
@@ -179,6 +197,7 @@ def build(size: int, folder: str, compile: bool = False) -> dict[str, Callable[[
         detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
                                                         num_classes=NUM_CLASSES + 1).eval())
     runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder))
+    runners.update(detector_onnxruntime_runner(size))
     runners.update(yolov8n_runners(size))
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners

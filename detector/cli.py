@@ -144,6 +144,10 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--calibration", type=str | None, default=None,
                         help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
     parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
+    parser.add_argument("--runtime", type=str, choices=["torch", "onnxruntime"], default="torch",
+                        help="with --backend torch and a checkpoint: what runs the fp32 network; onnxruntime exports "
+                             "it in memory and runs it on the CPU (about 2x faster than torch on some CPUs, "
+                             "bench/RESULTS.md)")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
     return parser
@@ -179,8 +183,10 @@ def demo_main(args: list[str] | None = None) -> None:
         # int8 runs in ONNX Runtime on the CPU: CUDA is not picked for it unless asked (which Detector refuses)
         device = pick_device(config.device if config.device or precision != "int8" else "cpu")
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
-                                                                   calibration=config.calibration))
-        print(f"device: {describe_device(device)}; torch backend, {precision}")
+                                                                   calibration=config.calibration,
+                                                                   runtime=config.runtime))
+        by = ", network run by onnxruntime" if config.runtime == "onnxruntime" else ""
+        print(f"device: {describe_device(device)}; torch backend, {precision}{by}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
                           agnostic=config.agnostic)

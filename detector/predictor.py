@@ -28,7 +28,7 @@ from detector.inference import Precision, check_precision, forward_images, postp
 from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
-from detector.quantize import int8_network, require_onnxruntime, session_options
+from detector.quantize import fp32_network, int8_network, require_onnxruntime, session_options
 
 
 # IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
@@ -213,21 +213,34 @@ class Detector(BaseDetector):
             ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
         calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
             read) to calibrate the activation ranges on.
+        runtime: what runs the network in fp32: ``"torch"`` (the default) or ``"onnxruntime"`` (the network
+            exported and run by ONNX Runtime on the CPU, ``detector.quantize.fp32_network``: about 2x faster than
+            torch on this project's CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in ONNX
+            Runtime; bf16 and ``compile`` need torch.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
                  max_detections: int = 100, nms_iou: float | None = None, precision: Precision | str = "fp32",
                  prepare: bool = True, category_ids: Sequence[int] | None = None, compile: bool = False,
-                 calibration: str | Path | Iterable[ImageInput] | None = None):
+                 calibration: str | Path | Iterable[ImageInput] | None = None, runtime: str = "torch"):
+        if runtime not in ("torch", "onnxruntime"):
+            raise ValueError(f"unknown runtime {runtime!r}; choose 'torch' or 'onnxruntime'")
         if precision != "int8":
             check_precision(precision, next(model.parameters()).device)
-        elif compile:
-            raise ValueError("compile=True runs the torch network; precision='int8' runs ONNX Runtime: pick one")
+        onnx = precision == "int8" or runtime == "onnxruntime"
+        if onnx and (compile or precision == "bf16"):
+            raise ValueError("compile=True and precision='bf16' run the torch network; precision='int8' and "
+                             "runtime='onnxruntime' run ONNX Runtime: pick one")
         self.model = prepare_for_inference(model) if prepare else model.eval()
         if compile:
             self.model = CompiledNetwork(self.model)
-        self.network = self.model if precision != "int8" else int8_network(fold_batchnorm(model), input_size,
-                                                                            calibration, torch.get_num_threads())
+        if precision == "int8":
+            self.network = int8_network(fold_batchnorm(model), input_size, calibration, torch.get_num_threads())
+        elif runtime == "onnxruntime":
+            self.network = fp32_network(fold_batchnorm(model), input_size, torch.get_num_threads())
+        else:
+            self.network = self.model
+        self.runtime = "onnxruntime" if onnx else "torch"
         self.precision = precision
         self.class_names = list(class_names)
         self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)

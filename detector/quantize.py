@@ -1,4 +1,4 @@
-"""int8 inference on the CPU: ONNX Runtime static quantization of the exported network.
+"""ONNX Runtime for the network on the CPU: int8 (static quantization of the exported network) and fp32.
 
 The network (never the decoding) is quantized: ``onnxruntime.quantization.quantize_static`` in QDQ format, weights
 int8 per output channel, activations uint8 with ranges calibrated (min-max) on a few training images prepared
@@ -15,6 +15,10 @@ Two ways in, one quantizer:
 - ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
   memory and run by ONNX Runtime in place of the torch network; letterbox, flip test, heatmaps and decoding stay
   the torch ones.
+
+``Detector(..., runtime="onnxruntime")`` (:func:`fp32_network`) runs the same exported network unquantized: on
+this project's CPU ONNX Runtime's fp32 kernels took half the time of torch's for the same network
+(bench/RESULTS.md, 2026-12-01), outputs equal to ~1e-5.
 
 Where it cannot run (onnxruntime missing, a GPU device, no calibration images) the error says so in one line
 (:class:`QuantizationError`). bench/RESULTS.md has the speed and the AP against fp32 with the same weights.
@@ -160,12 +164,30 @@ def session_options(threads: int | None = None):
     return options
 
 
+def _require_cpu(model: nn.Module, what: str) -> None:
+    if next(model.parameters()).device.type != "cpu":
+        raise QuantizationError(f"{what} runs on the CPU (ONNX Runtime); use device='cpu', or bf16 on a GPU")
+
+
+def fp32_network(model: nn.Module, input_size: int, threads: int | None = None) -> OnnxNetwork:
+    """``model`` (eval mode, on the CPU) exported at ``input_size`` (any batch) and loaded in ONNX Runtime, fp32."""
+    onnxruntime = require_onnxruntime()
+    _require_cpu(model, "runtime='onnxruntime'")
+    example = torch.zeros(1, 3, input_size, input_size)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "network.onnx"
+        with torch.no_grad():
+            trace_onnx(NetworkOutputs(model), example, path, OUTPUT_NAMES, onnx_opset(model))
+        session = onnxruntime.InferenceSession(str(path), session_options(threads),
+                                               providers=["CPUExecutionProvider"])
+    return OnnxNetwork(session, model.stride)
+
+
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
                  threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
     """``model`` (eval mode, on the CPU) exported, quantized on ``calibration`` images and loaded in ONNX Runtime."""
     onnxruntime = require_onnxruntime()
-    if next(model.parameters()).device.type != "cpu":
-        raise QuantizationError("precision='int8' runs on the CPU (ONNX Runtime); use device='cpu', or bf16 on a GPU")
+    _require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
     with tempfile.TemporaryDirectory() as folder:

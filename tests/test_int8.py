@@ -178,3 +178,41 @@ def run_tool(script, *args):
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
                           env=env, timeout=300, cwd=ROOT)
+
+
+def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):
+    """``runtime="onnxruntime"`` runs the same fp32 network in ONNX Runtime: detections and heatmaps equal the torch
+    runtime's to float rounding (flip test included), and the network really is the session."""
+    from detector.quantize import OnnxNetwork
+
+    checkpoint, _ = trained
+    torch_runtime = Detector.from_checkpoint(checkpoint)
+    onnx_runtime = Detector.from_checkpoint(checkpoint, runtime="onnxruntime")
+    assert isinstance(onnx_runtime.network, OnnxNetwork) and onnx_runtime.runtime == "onnxruntime"
+    assert torch_runtime.runtime == "torch"
+    for seed, flip in ((10, False), (11, True)):
+        image = shapes_image(seed)[0]
+        want, got = torch_runtime.predict_frame(image, flip=flip, heatmap=True), onnx_runtime.predict_frame(
+            image, flip=flip, heatmap=True)
+        assert len(want.detections) >= 2
+        np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=1e-2)
+        np.testing.assert_allclose(got.detections.scores, want.detections.scores, atol=1e-4)
+        np.testing.assert_array_equal(got.detections.labels, want.detections.labels)
+        np.testing.assert_allclose(got.heatmap, want.heatmap, atol=1e-4)
+
+
+def test_onnxruntime_runtime_refuses_what_only_torch_runs(trained):
+    model = CenterNet(2, neck="lean", weights=None)
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        Detector(model, CLASS_NAMES, SIZE, runtime="tensorrt")
+    with pytest.raises(ValueError, match="run ONNX Runtime: pick one"):
+        Detector(model, CLASS_NAMES, SIZE, runtime="onnxruntime", compile=True)
+
+
+def test_demo_runtime_onnxruntime_names_it_in_the_first_line(trained):
+    checkpoint, train = trained
+    result = run_tool("demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
+                      "--runtime", "onnxruntime", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"
+    assert "3 frames" in result.stdout, result.stdout
