@@ -141,11 +141,9 @@ def write_train_samples(dataset: DetectionDataset, folder: Path, num_images: int
 
 def write_histograms(report: CheckReport, path: Path) -> Path:
     """Box width, height and aspect ratio (width / height) histograms of train and val, in one PNG."""
-    import matplotlib
+    from detector.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for name, counts in (("train", report.train), ("val", report.val)):
         width, height = counts.sizes[:, 0], counts.sizes[:, 1]

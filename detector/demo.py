@@ -165,11 +165,25 @@ def source_files(source: ImageSource | VideoSource) -> list[Path]:
     return [source.path] if source.path is not None else []
 
 
-def _overwritten(path: Path, source: ImageSource | VideoSource) -> Path | None:
-    """The source file that writing ``path`` would overwrite, or None."""
-    if not path.exists():
+def _file_ids(source: ImageSource | VideoSource) -> dict[tuple[int, int], Path]:
+    """The source's files by identity (device, inode), as ``os.path.samefile`` compares them: stat once each."""
+    ids = {}
+    for file in source_files(source):
+        try:
+            info = file.stat()
+        except OSError:
+            continue
+        ids[(info.st_dev, info.st_ino)] = file
+    return ids
+
+
+def _overwritten(path: Path, sources: dict[tuple[int, int], Path]) -> Path | None:
+    """The source file (of :func:`_file_ids`) that writing ``path`` would overwrite, or None."""
+    try:
+        info = path.stat()
+    except OSError:  # nothing there yet
         return None
-    return next((file for file in source_files(source) if os.path.samefile(path, file)), None)
+    return sources.get((info.st_dev, info.st_ino))
 
 
 # outputs ------------------------------------------------------------------------------------------------------------
@@ -240,11 +254,12 @@ def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> V
 
 def _refuse_overwrite(output: Path, source: ImageSource | VideoSource) -> None:
     """A :class:`DemoError` when ``--output`` is a source file, or the folder of source images it would write over."""
-    if (file := _overwritten(output, source)) is not None:
+    sources = _file_ids(source)
+    if (file := _overwritten(output, sources)) is not None:
         raise DemoError(f"--output {output} is the source {file}: writing it would destroy the original; give "
                         f"another file, e.g. --output {file.with_stem(file.stem + '_annotated').name}")
     if isinstance(source, ImageSource) and output.suffix.lower() not in IMAGE_SUFFIXES:
-        hits = [file for file in source.paths if _overwritten(output / file.name, source) is not None]
+        hits = [file for file in source.paths if _overwritten(output / file.name, sources) is not None]
         if hits:
             raise DemoError(f"--output {output} is the source folder: the annotated images would overwrite "
                             f"{len(hits)} source image(s) such as {hits[0]}; give another folder, e.g. "
@@ -295,7 +310,7 @@ def open_results(source: ImageSource | VideoSource, save_json: str | Path | None
         if category_ids is None:
             raise DemoError(f"--save_json {save_json}: the model does not record the dataset's category ids (an "
                             f"ONNX file exported before 2026-12-01); export it again with centernet export")
-        if (file := _overwritten(save_json, source)) is not None:
+        if (file := _overwritten(save_json, _file_ids(source))) is not None:
             raise DemoError(f"--save_json {save_json} is the source {file}; give another file, e.g. "
                             f"--save_json results.json")
         json_writer = _open_writer("--save_json", save_json, lambda: CocoResultsWriter(save_json, category_ids))

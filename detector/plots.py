@@ -91,7 +91,8 @@ def mean_pr_curve(curves: dict[str, np.ndarray]) -> np.ndarray | None:
     return np.mean(scored, axis=0) if scored else None
 
 
-def _pyplot():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend (files, no window), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,7 +105,7 @@ def plot_pr_curves(curves: dict[str, np.ndarray], path: str | Path) -> Path:
     """Precision against recall at IoU 0.5: one thin line per class with ground truth, the mean in bold.
 
     ``curves``: class name -> ``[R]`` precision at ``R`` evenly spaced recalls from 0 to 1 (``CocoResult.pr50``)."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 5.5))
     scored = {name: curve for name, curve in curves.items() if (curve > -1).any()}
     for name, curve in scored.items():
@@ -129,7 +130,7 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: str | Path) -> Path:
     """The counts as a grid coloured by each row's fraction (what became of each ground-truth class's objects;
     the background row by its share of all false positives), with the counts written in when there are few
     classes."""
-    plt = _pyplot()
+    plt = pyplot()
     counts = matrix.counts
     size = counts.shape[0]
     fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)

@@ -9,9 +9,9 @@ convolution of each head: quantizing those outputs cost 2 AP on BCCD (38.3 -> 36
 
 Two ways in, one quantizer:
 
-- ``export --precision int8 --calibration <images>`` (:func:`quantize_exported`): the exported file of
-  ``detector.export`` (uint8 images in, decoded boxes out) with its network quantized; ``OnnxDetector`` and the
-  demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
+- ``export --precision int8 --calibration <images>`` (``detector.export.export_checkpoint``, then
+  :func:`quantize_onnx`): the exported file (uint8 images in, decoded boxes out) with its network quantized;
+  ``OnnxDetector`` and the demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
 - ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
   memory and run by ONNX Runtime in place of the torch network; letterbox, flip test, heatmaps and decoding stay
   the torch ones.
@@ -121,12 +121,6 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> 
     return output
 
 
-def quantize_exported(source: Path, output: Path, calibration: str | Path | Iterable[ImageInput],
-                      input_size: int, count: int = CALIBRATION_IMAGES) -> Path:
-    """An exported file (``detector.export.export_onnx``: uint8 images in) quantized into ``output``."""
-    return quantize_onnx(source, output, calibration_batches(calibration, input_size, count))
-
-
 class NetworkOutputs(nn.Module):
     """The network alone with tuple outputs ``heatmap, offset, size`` (normalised float32 images in), for export."""
 
@@ -171,30 +165,30 @@ def _require_cpu(model: nn.Module, what: str) -> None:
 
 def fp32_network(model: nn.Module, input_size: int, threads: int | None = None) -> OnnxNetwork:
     """``model`` (eval mode, on the CPU) exported at ``input_size`` (any batch) and loaded in ONNX Runtime, fp32."""
-    onnxruntime = require_onnxruntime()
     _require_cpu(model, "runtime='onnxruntime'")
-    example = torch.zeros(1, 3, input_size, input_size)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "network.onnx"
-        with torch.no_grad():
-            trace_onnx(NetworkOutputs(model), example, path, OUTPUT_NAMES, onnx_opset(model))
-        session = onnxruntime.InferenceSession(str(path), session_options(threads),
-                                               providers=["CPUExecutionProvider"])
-    return OnnxNetwork(session, model.stride)
+    return _onnx_network(model, torch.zeros(1, 3, input_size, input_size), threads)
 
 
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
                  threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
     """``model`` (eval mode, on the CPU) exported, quantized on ``calibration`` images and loaded in ONNX Runtime."""
-    onnxruntime = require_onnxruntime()
+    require_onnxruntime()
     _require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
+    return _onnx_network(model, torch.from_numpy(batches[0]), threads, batches)
+
+
+def _onnx_network(model: nn.Module, example: torch.Tensor, threads: int | None,
+                  calibration: list[np.ndarray] | None = None) -> OnnxNetwork:
+    """``model`` traced on ``example`` (quantized on ``calibration`` batches if given) in an ONNX Runtime session."""
+    onnxruntime = require_onnxruntime()
     with tempfile.TemporaryDirectory() as folder:
-        fp32, int8 = Path(folder) / "network.onnx", Path(folder) / "network_int8.onnx"
+        path = Path(folder) / "network.onnx"
         with torch.no_grad():
-            trace_onnx(NetworkOutputs(model), torch.from_numpy(batches[0]), fp32, OUTPUT_NAMES, onnx_opset(model))
-        quantize_onnx(fp32, int8, batches)
-        session = onnxruntime.InferenceSession(str(int8), session_options(threads),
+            trace_onnx(NetworkOutputs(model), example, path, OUTPUT_NAMES, onnx_opset(model))
+        if calibration is not None:
+            path = quantize_onnx(path, Path(folder) / "network_int8.onnx", calibration)
+        session = onnxruntime.InferenceSession(str(path), session_options(threads),
                                                providers=["CPUExecutionProvider"])
     return OnnxNetwork(session, model.stride)
