@@ -15,15 +15,11 @@ from typing import Any
 
 import torch
 
-from detector.errors import DetectorError
+from detector.errors import CheckpointError
 from detector.model import CenterNet
 from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_KEY = "detector"
-
-
-class CheckpointError(DetectorError, ValueError):
-    """A checkpoint that cannot be used, with the file and the reason in the message."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections
-from detector.errors import DetectorError
+from detector.errors import DemoError
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageReadError, read_image
 from detector.predictor import BaseDetector
 from detector.results import CocoResultsWriter, YoloTxtWriter
@@ -34,10 +34,6 @@ from detector.visualize import annotate, draw_fps
 MAX_FAILED_READS = 10
 QUIT_KEYS = {ord("q"), 27}  # q and Esc
 HEADLESS_FIX = "pip uninstall -y opencv-python-headless opencv-python && pip install opencv-python"
-
-
-class DemoError(DetectorError, RuntimeError):
-    """A demo that cannot start (source, output, display); the message names the culprit."""
 
 
 # sources ------------------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from torchvision.ops import DeformConv2d
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.decode import decode
-from detector.errors import DetectorError
+from detector.errors import ExportError
 from detector.preprocess import normalize
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -45,10 +45,6 @@ ONNX_OPSET = 17
 DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
 # Key of the ONNX metadata entry describing the exported model (the TorchScript extra file is "<key>.json").
 EXPORT_METADATA_KEY = "detector"
-
-
-class ExportError(DetectorError, OSError):
-    """An exported file that cannot be written, or read as one of ours; the message names the file."""
 
 
 class ExportedDetector(nn.Module):

@@ -14,13 +14,9 @@ import numpy as np
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 
-from detector.errors import DetectorError
+from detector.errors import ImageReadError
 
 ImageInput = Union[np.ndarray, str, Path]
-
-
-class ImageReadError(DetectorError, OSError):
-    """One image file cannot be decoded; the message names the file."""
 
 
 def read_image(path: str | Path) -> np.ndarray:

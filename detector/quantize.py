@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from detector.errors import DetectorError
+from detector.errors import QuantizationError
 from detector.export import onnx_opset, trace_onnx
 from detector.images import ImageInput, as_image
 from detector.preprocess import letterbox, normalize, to_chw_tensor
@@ -44,10 +44,6 @@ CALIBRATION_IMAGES = 32
 # The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
 NETWORK_SCOPE = "/model/"
 OUTPUT_NAMES = ["heatmap", "offset", "size"]
-
-
-class QuantizationError(DetectorError, RuntimeError):
-    """int8 cannot run here (missing onnxruntime, a GPU device, no calibration images); the message says why."""
 
 
 def require_onnxruntime():

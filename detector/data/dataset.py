@@ -35,12 +35,8 @@ import numpy as np
 import torch
 
 from detector.boxes import area_xyxy, clip_xyxy
-from detector.errors import DetectorError
+from detector.errors import DatasetError
 from detector.images import ImageReadError, read_image
-
-
-class DatasetError(DetectorError, ValueError):
-    """A dataset file cannot be used; the message names the file and what is wrong."""
 
 
 @dataclass

@@ -12,15 +12,11 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
-from detector.errors import DetectorError
+from detector.errors import WeightsError
 
 Weights = str | os.PathLike | None
 """``"imagenet"`` (torchvision's ``ResNet18_Weights.IMAGENET1K_V1``, downloaded once into the torch hub cache),
 ``None`` (random init), or the path of a local ``.pth`` state dict of torchvision's ``resnet18``."""
-
-
-class WeightsError(DetectorError, RuntimeError):
-    """The backbone weights could not be obtained; the message says which other options exist."""
 
 
 def build_resnet18(weights: Weights) -> nn.Module:
