@@ -22,11 +22,23 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
   Skipped with a note without onnxruntime.
 - ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
   ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
-  autocast. ultralytics is for this benchmark only, never a dependency of the package; the rows are skipped with a
-  note when it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
+  autocast, **timed in its own process** (``--peer yolov8n``, started by this script after the others' round for
+  each size; its times come back in a json file and its rows say "own process"). ultralytics' device selection sets
+  torch to ``min(8, cpu_count - 1)`` threads on its first ``predict`` and its import sets OpenCV to one thread; in
+  one process with the others that put every torch row timed after it on 1 thread of 2 (the wrong table of
+  2026-12-01, bench/RESULTS.md). The peer process sets both back to this run's counts after ultralytics' setup (its
+  own choice is printed in a note) and checks them around every call like the main process. Its ratios divide by
+  the main process's paper median: runs apart, so less robust to load than the interleaved ones.
+  ultralytics is for this benchmark only, never a dependency of the package; the rows are skipped with a note when
+  it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
   ``pip install --no-deps ultralytics`` (then ``python -c "import ultralytics"``; add only what that import asks
   for, also with ``--no-deps``).
 - ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
+
+No runner may change another's threads: ``measure`` checks torch's intra-op thread count (``--threads``) and
+OpenCV's (the letterbox resizes with it) before and after every call, warm-up included, and stops with the runner's
+name if one changed them. Every ONNX Runtime session is checked at build time to have ``--threads`` intra-op threads,
+as torch has.
 
 OpenMP threads spin while waiting; on a machine whose cores are busy with other work a spinning thread waits for
 a descheduled one and a 2-thread forward gets ~5x slower (ResNet-18 at 512: 1.08 s instead of 0.2 s). The script
@@ -41,7 +53,7 @@ BatchNorm unfolded; the targets of issue 16 are against it: design and preparati
 against the paper's network with the same preparation and precision as the row (the design alone; for compiled rows
 the compiled paper network). Network-only rows are compared with the paper's network-only rows.
 
-    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--compile] [--ablation]
+    python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--compile] [--ablation] [--no-peer]
 """
 from __future__ import annotations
 
@@ -51,13 +63,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
+import json
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 from torchvision.models import detection
@@ -71,6 +87,30 @@ from detector.model.head import CenterNetHead
 from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 NUM_CLASSES = 80
+PEER_NOTE = "own process"
+
+
+def thread_state() -> dict[str, int]:
+    """The thread counts one runner could change under the others: torch's intra-op pool and OpenCV's."""
+    return {"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads()}
+
+
+def check_threads(expected: dict[str, int], where: str) -> None:
+    """Stop the benchmark, naming ``where``, if the thread counts are not ``expected`` (a row timed on other
+    threads than the rest would be a wrong row, as YOLOv8n's ``predict`` made every torch row after it in 2026-12)."""
+    now = thread_state()
+    if now != expected:
+        changed = ", ".join(f"{pool} {expected[pool]} -> {now[pool]}" for pool in now if now[pool] != expected[pool])
+        raise RuntimeError(f"threads changed {where}: {changed}; a runner must leave torch's and OpenCV's threads "
+                           "as it found them (time a peer that resets them in its own process, see --peer)")
+
+
+def check_onnx_threads(session, threads: int, name: str) -> None:
+    """An ONNX Runtime session must run on ``threads`` intra-op threads, as torch does (0 would mean one per core)."""
+    count = session.get_session_options().intra_op_num_threads
+    if count != threads:
+        raise RuntimeError(f"{name}: ONNX Runtime session has {count} intra-op threads, torch {threads}; build it "
+                           f"with threads={threads}")
 
 
 def centernet_runner(model: torch.nn.Module, size: int, precision: str) -> Callable[[np.ndarray], object]:
@@ -109,9 +149,11 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
     return run
 
 
-def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
+def onnx_runners(model: torch.nn.Module, size: int, folder: str,
+                 threads: int) -> dict[str, Callable[[np.ndarray], object]]:
     """Ours exported (``export_onnx``) and quantized (``detector.quantize``, calibrated on 8 random images: the
-    ranges do not change the time), run by ``OnnxDetector`` with torch's thread count; {} without onnxruntime."""
+    ranges do not change the time), run by ``OnnxDetector`` with ``threads`` (torch's count, checked); {} without
+    onnxruntime."""
     try:
         from detector.predictor import OnnxDetector
         from detector.quantize import quantize_onnx, require_onnxruntime
@@ -124,7 +166,8 @@ def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Ca
     int8 = quantize_onnx(fp32, Path(folder) / "ours_int8.onnx", calibration)
     runners = {}
     for precision, path in (("fp32", fp32), ("int8", int8)):
-        detector = OnnxDetector(path, threads=torch.get_num_threads())
+        detector = OnnxDetector(path, threads=threads)
+        check_onnx_threads(detector.session, threads, f"ours (lean) ONNX Runtime {precision}")
 
         def run(image: np.ndarray, detector=detector):
             batch, meta = detector.prepare([image])
@@ -133,9 +176,10 @@ def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Ca
     return runners
 
 
-def detector_onnxruntime_runner(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+def detector_onnxruntime_runner(size: int, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
     """``Detector(..., runtime="onnxruntime")``: the network exported in memory and run by ONNX Runtime in fp32,
-    letterbox and decoding the torch ones, as ``Detector.predict`` runs them; {} without onnxruntime."""
+    letterbox and decoding the torch ones, as ``Detector.predict`` runs them (its session takes torch's thread count
+    when built: checked to be ``threads``); {} without onnxruntime."""
     from detector.predictor import Detector
 
     names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
@@ -146,33 +190,75 @@ def detector_onnxruntime_runner(size: int) -> dict[str, Callable[[np.ndarray], o
         except Exception as error:  # noqa: BLE001  (the onnxruntime row is optional)
             print(f"note: no Detector(runtime={runtime!r}) row ({error})")
             continue
+        if runtime == "onnxruntime":
+            check_onnx_threads(detector.network.session, threads, "Detector(runtime='onnxruntime')")
         runners[f"ours (lean) fp32, Detector(runtime='{runtime}')"] = (
             lambda image, detector=detector: detector.predict(image, conf=0.0))
     return runners
 
 
-def yolov8n_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+def yolov8n_runners(size: int) -> tuple[dict[str, Callable[[np.ndarray], object]], str]:
     """ultralytics YOLOv8n from its model YAML (random weights, no download), ``predict`` at ``imgsz=size`` (its own
     letterbox, which pads 640x480 to 512x384 only, its NMS, boxes in original pixels), fp32 and under bf16
-    autocast; {} with a note when ultralytics is not installed (see the module docstring)."""
+    autocast, and a note; ({}, the reason) when ultralytics is not installed (see the module docstring).
+
+    For the peer process only (``--peer yolov8n``): importing ultralytics sets OpenCV to one thread, and its first
+    ``predict`` sets torch's threads (``select_device``). One ``predict`` is run here so that this setup is done;
+    the note reports the counts it chose, and the caller sets its own afterwards."""
+    before = thread_state()
     try:
         from ultralytics import YOLO
     except ImportError:
-        print("note: ultralytics is not installed: no YOLOv8n rows (pip install --no-deps ultralytics, see the "
-              "docstring)")
-        return {}
+        return {}, ("ultralytics is not installed: no YOLOv8n rows (pip install --no-deps ultralytics, see the "
+                    "docstring)")
     model = YOLO("yolov8n.yaml")
+    image = np.zeros((480, 640, 3), dtype=np.uint8)
+    model.predict(image, imgsz=size, device="cpu", verbose=False)
+    chosen = thread_state()
+    note = (f"YOLOv8n timed in its own process; ultralytics' own setup chose torch {chosen['torch']} thread(s) "
+            f"(it had {before['torch']}) and OpenCV {chosen['opencv']} (it had {before['opencv']}); set back to "
+            f"torch {before['torch']}, OpenCV {before['opencv']} for the timing")
 
     def run(image: np.ndarray, precision: str):
         with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
             return model.predict(image[..., ::-1], imgsz=size, device="cpu", verbose=False)  # it expects BGR
-    runners = {"YOLOv8n (ultralytics) fp32": lambda image: run(image, "fp32")}
+    runners = {f"YOLOv8n (ultralytics) fp32, {PEER_NOTE}": lambda image: run(image, "fp32")}
     if bf16_supported("cpu"):
-        runners["YOLOv8n (ultralytics) bf16"] = lambda image: run(image, "bf16")
-    return runners
+        runners[f"YOLOv8n (ultralytics) bf16, {PEER_NOTE}"] = lambda image: run(image, "bf16")
+    return runners, note
 
 
-def build(size: int, folder: str, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
+def run_peer(size: int, repeats: int, warmup: int, threads: int, output: str) -> None:
+    """The peer process (``--peer yolov8n``): ultralytics set up, torch's and OpenCV's threads set back to this
+    run's (``threads`` and OpenCV's count before ultralytics' import), the YOLOv8n rows timed with the same checks as
+    the main process; their times (seconds) and the note written to ``output`` as json."""
+    torch.set_num_threads(threads)
+    expected = thread_state()
+    runners, note = yolov8n_runners(size)
+    torch.set_num_threads(expected["torch"])
+    cv2.setNumThreads(expected["opencv"])
+    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    times = measure(runners, image, repeats, warmup, expected) if runners else {}
+    Path(output).write_text(json.dumps({"times": times, "note": note}))
+
+
+def peer_times(size: int, repeats: int, warmup: int, threads: int) -> dict[str, list[float]]:
+    """Start this script as the peer process for ``size``, print its note, return its times; a failure there stops
+    this run with the peer's last lines."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "peer.json"
+        command = [sys.executable, __file__, "--peer", "yolov8n", "--sizes", str(size), "--repeats", str(repeats),
+                   "--warmup", str(warmup), "--threads", str(threads), "--peer-output", str(output)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"the YOLOv8n peer process failed ({' '.join(command)}):\n"
+                               + "\n".join(done.stderr.strip().splitlines()[-8:]))
+        result = json.loads(output.read_text())
+    print(f"note: {result['note']}")
+    return result["times"]
+
+
+def build(size: int, folder: str, threads: int, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
     ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
     paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
     paper_prepared = prepare_for_inference(paper)
@@ -196,9 +282,8 @@ def build(size: int, folder: str, compile: bool = False) -> dict[str, Callable[[
     runners["fasterrcnn_mobilenet_v3_large_320_fpn fp32"] = torchvision_runner(
         detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
                                                         num_classes=NUM_CLASSES + 1).eval())
-    runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder))
-    runners.update(detector_onnxruntime_runner(size))
-    runners.update(yolov8n_runners(size))
+    runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder, threads))
+    runners.update(detector_onnxruntime_runner(size, threads))
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners
 
@@ -263,29 +348,35 @@ def report_ablation(size: int, times: dict[str, list[float]]) -> None:
         print(f"  {name:<52} {value:8.1f} ms  {value / first:6.3f}")
 
 
-def measure(runners: dict[str, Callable], image: np.ndarray, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Round-robin: each repetition calls every runner once, in turn."""
-    for _ in range(warmup):
-        for run in runners.values():
-            run(image)
+def measure(runners: dict[str, Callable], image: np.ndarray, repeats: int, warmup: int,
+            expected: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Round-robin: each repetition calls every runner once, in turn. The thread counts must stay ``expected``
+    (default: as they are now) before and after every call, warm-up included (``check_threads``)."""
+    expected = thread_state() if expected is None else expected
+    check_threads(expected, "before the first runner (while the runners were built)")
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
+    for repetition in range(warmup + repeats):
         for name, run in runners.items():
             start = time.perf_counter()
             run(image)
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            check_threads(expected, f"by runner {name!r}")
+            if repetition >= warmup:
+                times[name].append(elapsed)
     return times
 
 
-def report(size: int, times: dict[str, list[float]]) -> None:
+def report(size: int, times: dict[str, list[float]], peer: dict[str, list[float]] | None = None) -> None:
+    """The table: the interleaved rows, then the peer's (timed in its own process, same threads) beside them."""
+    times = {**times, **(peer or {})}
     median = {name: 1000 * statistics.median(t) for name, t in times.items()}
     print(f"\n{size} px, batch 1, 640x480 image, {NUM_CLASSES} classes, median of {len(next(iter(times.values())))} "
-          f"interleaved runs")
-    print(f"{'model':<46} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
+          f"interleaved runs (rows marked '{PEER_NOTE}': the same count, timed apart with the same threads)")
+    print(f"{'model':<50} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
     for name, value in median.items():
         q1, _, q3 = statistics.quantiles([1000 * t for t in times[name]], n=4)
         plain, prepared = references(name, median)
-        print(f"{name:<46} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
+        print(f"{name:<50} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
     print("x plain: design + preparation (the targets); x prepared: the design alone; paper prepared / plain: the "
           "preparation alone")
     decode = median["decode + unletterbox (ours' 80-class output)"]
@@ -306,18 +397,29 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablation", action="store_true", help="time the network alone, option by option")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile rows (compiling takes minutes)")
+    parser.add_argument("--no-peer", action="store_true", help="skip the YOLOv8n peer process")
+    parser.add_argument("--peer", choices=["yolov8n"], help=argparse.SUPPRESS)  # the peer process (one size)
+    parser.add_argument("--peer-output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads, "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, bf16 supported: {bf16_supported('cpu')}")
+    if args.peer:
+        run_peer(args.sizes[0], args.repeats, args.warmup, args.threads, args.peer_output)
+        return
+    print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads "
+          f"(OpenCV {cv2.getNumThreads()}), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"bf16 supported: {bf16_supported('cpu')}")
     image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
     for size in args.sizes:
         if args.ablation:
             report_ablation(size, measure(ablation_runners(size), image, args.repeats, args.warmup))
         else:
+            expected = thread_state()
             with tempfile.TemporaryDirectory() as folder:
-                report(size, measure(build(size, folder, args.compile), image, args.repeats, args.warmup))
+                times = measure(build(size, folder, args.threads, args.compile), image, args.repeats, args.warmup,
+                                expected)
+            peer = {} if args.no_peer else peer_times(size, args.repeats, args.warmup, args.threads)
+            report(size, times, peer)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,65 @@
+"""bench/latency.py cannot be fooled by a runner that changes the thread counts: ``measure`` stops naming it, and
+the peer process's rows come back with the thread counts of the main process."""
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bench import latency
+
+IMAGE = np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def test_a_runner_that_resets_torch_threads_stops_the_benchmark_naming_it():
+    torch.set_num_threads(2)
+    runners = {"ours": lambda image: torch.ones(4).sum(),
+               "peer that resets threads": lambda image: torch.set_num_threads(1)}
+    with pytest.raises(RuntimeError, match="'peer that resets threads'.*torch 2 -> 1"):
+        latency.measure(runners, IMAGE, repeats=2, warmup=0)
+
+
+def test_the_check_covers_the_warm_up_and_opencv_threads():
+    before = cv2.getNumThreads()
+    runners = {"opencv to one thread": lambda image: cv2.setNumThreads(1 if before != 1 else 2)}
+    try:
+        with pytest.raises(RuntimeError, match="'opencv to one thread'.*opencv"):
+            latency.measure(runners, IMAGE, repeats=0, warmup=1)
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_threads_changed_while_building_are_caught_before_the_first_call():
+    torch.set_num_threads(2)
+    expected = latency.thread_state()
+    torch.set_num_threads(1)
+    with pytest.raises(RuntimeError, match="before the first runner"):
+        latency.measure({"ours": lambda image: None}, IMAGE, repeats=1, warmup=0, expected=expected)
+
+
+def test_runners_that_keep_the_threads_are_timed_round_robin():
+    torch.set_num_threads(2)
+    calls = []
+    runners = {name: (lambda image, name=name: calls.append(name)) for name in ("a", "b")}
+    times = latency.measure(runners, IMAGE, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert {name: len(t) for name, t in times.items()} == {"a": 3, "b": 3}
+
+
+def test_an_onnx_runtime_session_on_other_threads_than_torch_is_refused():
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from detector.quantize import session_options
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for threads, expected in ((2, 2), (None, 2), (1, 2)):
+        session = onnxruntime.InferenceSession(model.SerializeToString(), session_options(threads),
+                                               providers=["CPUExecutionProvider"])
+        if threads == expected:
+            latency.check_onnx_threads(session, expected, "ours")
+        else:
+            with pytest.raises(RuntimeError, match="ours: ONNX Runtime session has"):
+                latency.check_onnx_threads(session, expected, "ours")
