@@ -6,6 +6,10 @@ checkpoint-sized save (~139 MB: the weights and Adam's two moments). Medians in 
 The whole run's split (step, validation, COCOeval, checkpoints) comes from Lightning's profiler instead:
 ``python tools/train.py --trainer.max_epochs 3 --trainer.profiler simple``.
 
+Threads: the pieces are the project's own code in one process (the data module loads albumentations, which sets no
+thread count; Lightning sets torch's threads only when it launches several processes, not used here); torch's count
+is checked to be ``--threads`` after every call, as in bench/latency.py. No ONNX Runtime here.
+
     python bench/default_job_parts.py [--threads 2] [--repeats 12]
 """
 from __future__ import annotations
@@ -101,6 +105,8 @@ def main() -> None:
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
+            if torch.get_num_threads() != args.threads:
+                raise RuntimeError(f"{name!r} changed torch's threads {args.threads} -> {torch.get_num_threads()}")
     (folder / "x.ckpt").unlink()
     print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f}, "
           f"median of {args.repeats}")

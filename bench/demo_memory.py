@@ -5,6 +5,9 @@ speed and memory do not depend on the weights), runs ``detector.demo.run_demo`` 
 annotated mp4, and prints the process RSS (``VmRSS`` of /proc/self/status) at the start, after warm-up, every
 ``--every`` frames and at the end, then the demo's per-stage timing summary.
 
+Threads: one network (torch) in this process, no peer; the demo loop sets no thread count. Torch's count is
+checked to be ``--threads`` at the end (the frame rate would be wrong otherwise). No ONNX Runtime here.
+
     NO_ALBUMENTATIONS_UPDATE=1 python bench/demo_memory.py --frames 2000 --threads 1
 """
 import argparse
@@ -95,6 +98,8 @@ def main() -> None:
             print(f"RSS after {frame} frames: {rss:.1f} MiB")
         print(f"RSS at the end: {rss_mib():.1f} MiB")
         print(report.summary())
+    if torch.get_num_threads() != args.threads:
+        raise RuntimeError(f"torch's threads changed during the demo: {args.threads} -> {torch.get_num_threads()}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ Both run through ``Detector.infer`` on the validation loader's batches (the eval
 checkpoint's input size) and are scored by the same ``Evaluator`` (COCO AP). The int8 network is calibrated on
 ``--calibration_images`` training images of the same dataset, letterboxed as at inference.
 
+The seconds printed are a side figure (evaluation included). Threads: the int8 ONNX Runtime session takes torch's
+count (``--threads``) when the Detector is built; checked here, with torch's count after both evaluations.
+
     python bench/int8_accuracy.py --checkpoint best.ckpt [--dataset voc --root BCCD] [--calibration_images 32]
 """
 from __future__ import annotations
@@ -56,11 +59,16 @@ def main() -> None:
     calibration = [str(a.file) for a in train.annotations[::step][:args.calibration_images]]
     fp32 = Detector.from_checkpoint(args.checkpoint)
     int8 = Detector.from_checkpoint(args.checkpoint, precision="int8", calibration=calibration)
+    session_threads = int8.network.session.get_session_options().intra_op_num_threads
+    if session_threads != args.threads:
+        raise RuntimeError(f"the int8 session has {session_threads} intra-op threads, torch {args.threads}")
     print(f"{args.checkpoint}: {options['dataset']} validation, {len(datamodule.val_dataset)} images, "
           f"letterbox {fp32.input_size}, int8 calibrated on {len(calibration)} training images")
     for name, detector in (("fp32", fp32), ("int8", int8)):
         ap, ap50, seconds = evaluate(detector, datamodule)
         print(f"  {name}: AP {100 * ap:.2f}  AP50 {100 * ap50:.2f}  ({seconds:.0f} s)")
+    if torch.get_num_threads() != args.threads:
+        raise RuntimeError(f"torch's threads changed during the run: {args.threads} -> {torch.get_num_threads()}")
 
 
 if __name__ == "__main__":

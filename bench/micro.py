@@ -8,6 +8,10 @@
   network (``deconv``), one step of each in turn, as training images per second and their ratio. ``--bf16`` adds
   bf16 autocast where the CPU supports it (slower than fp32 for CPU training here, bench/RESULTS.md).
 
+Threads: every runner is the project's own torch code in this one process, no peer library; torch's thread count
+is checked to be ``--threads`` after every call (the trap of bench/latency.py, where a peer's ``predict`` reset it).
+No ONNX Runtime here.
+
     python bench/micro.py [--size 512] [--batch 16] [--steps 3] [--threads 2] [--bf16]
 """
 from __future__ import annotations
@@ -41,16 +45,18 @@ def first_decode(outputs: dict[str, torch.Tensor], k: int = 100) -> torch.Tensor
 
 
 def interleaved(runners: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median milliseconds of each runner, called round-robin."""
-    for _ in range(warmup):
-        for run in runners.values():
-            run()
+    """Median milliseconds of each runner, called round-robin; stops naming a runner that changed torch's threads."""
+    threads = torch.get_num_threads()
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
+    for repetition in range(warmup + repeats):
         for name, run in runners.items():
             start = time.perf_counter()
             run()
-            times[name].append(time.perf_counter() - start)
+            elapsed = time.perf_counter() - start
+            if torch.get_num_threads() != threads:
+                raise RuntimeError(f"runner {name!r} changed torch's threads {threads} -> {torch.get_num_threads()}")
+            if repetition >= warmup:
+                times[name].append(elapsed)
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
