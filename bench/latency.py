@@ -1,8 +1,10 @@
 """End-to-end latency per image: letterbox + normalise + network + decode + boxes back to original pixels.
 
-Batch 1, a 640x480 random image, 80 classes, random weights (time does not depend on them). All models run in one
-process and are interleaved round-robin, one call each per repetition, so the noise of a shared machine hits them
-alike; the table gives each one's median and its ratio to the paper's plain network (``deconv`` neck, no DCN, fp32).
+Batch 1, a 640x480 random image, 80 classes, random weights (time does not depend on them). Our models, the
+paper's and torchvision's run in one process and are interleaved round-robin, one call each per repetition, so the
+noise of a shared machine hits them alike; the peer (YOLOv8n) runs in a process of its own, as its library resets
+torch's threads (below). The table gives each one's median and its ratio to the paper's plain network (``deconv``
+neck, no DCN, fp32).
 
 - ``ours``: the default network (``neck="lean"``) as ``Detector`` runs it: ``prepare_for_inference`` (BatchNorm
   folded, channels_last), ``inference.detect`` in fp32 or bf16 autocast.

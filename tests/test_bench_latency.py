@@ -1,5 +1,8 @@
-"""bench/latency.py cannot be fooled by a runner that changes the thread counts: ``measure`` stops naming it, and
-the peer process's rows come back with the thread counts of the main process."""
+"""bench/latency.py cannot be fooled by a runner that changes the thread counts: ``measure`` stops naming it, ONNX
+Runtime sessions must have torch's count, and the peer process times its rows on the run's counts after its library
+changed them."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -63,3 +66,22 @@ def test_an_onnx_runtime_session_on_other_threads_than_torch_is_refused():
         else:
             with pytest.raises(RuntimeError, match="ours: ONNX Runtime session has"):
                 latency.check_onnx_threads(session, expected, "ours")
+
+
+def test_the_peer_process_times_on_the_run_s_threads_after_its_library_changed_them(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_peer(size):  # what ultralytics does: OpenCV to one thread on import, torch's on the first predict
+        cv2.setNumThreads(0)
+        torch.set_num_threads(1)
+        return {"peer, own process": lambda image: seen.append(latency.thread_state())}, "chose 1"
+
+    before = cv2.getNumThreads()
+    monkeypatch.setattr(latency, "yolov8n_runners", fake_peer)
+    try:
+        latency.run_peer(64, repeats=2, warmup=1, threads=2, output=str(tmp_path / "peer.json"))
+    finally:
+        cv2.setNumThreads(before)
+    result = json.loads((tmp_path / "peer.json").read_text())
+    assert len(result["times"]["peer, own process"]) == 2 and result["note"] == "chose 1"
+    assert seen == [{"torch": 2, "opencv": before}] * 3
