@@ -91,8 +91,9 @@ def test_console_script_targets_import():
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
      ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augment",
       "crop_scales", "lighting"]),
-    ("demo", ["--source", "--show {true,false}", "--classes"], []),
-    ("export", ["--format", "--max_detections"], []),
+    ("demo", ["--source", "--show {true,false}", "--classes", "--precision {fp32,bf16,int8}"],
+     ["<lambda>", "<function", "None}"]),
+    ("export", ["--format", "--max_detections", "--precision {fp32,int8}"], ["<lambda>", "<function"]),
 ])
 def test_each_command_has_help(command, expected, absent):
     result = python("-m", "detector.cli", command, "--help")
