@@ -16,17 +16,17 @@ alike; the table gives each one's median and its ratio to the paper's plain netw
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
   81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
   time does not depend on ``--sizes``.
-- ``ONNX Runtime``: ours exported by ``detector.inference.export.export_onnx`` (decoding inside the graph), run by
-  ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8 (``detector.inference.quantize``: the
-  network statically quantized, QDQ, per-channel; calibrated on random images here, which changes no time).
-  Skipped with a note without onnxruntime.
+- ``ONNX Runtime``: ours exported by ``detector.inference.export.export_onnx`` (decoding inside the graph), run
+  by ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8
+  (``detector.inference.quantize``: the network statically quantized, QDQ, per-channel; calibrated on random
+  images here, which changes no time). Skipped with a note without onnxruntime.
 - ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
   ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
   autocast. ultralytics is for this benchmark only, never a dependency of the package; the rows are skipped with a
   note when it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
   ``pip install --no-deps ultralytics`` (then ``python -c "import ultralytics"``; add only what that import asks
   for, also with ``--no-deps``).
-- ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
+- ``decode``: ``pipeline.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
 
 OpenMP threads spin while waiting; on a machine whose cores are busy with other work a spinning thread waits for
 a descheduled one and a 2-thread forward gets ~5x slower (ResNet-18 at 512: 1.08 s instead of 0.2 s). The script
@@ -110,8 +110,9 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
 
 
 def onnx_runners(model: torch.nn.Module, size: int, folder: str) -> dict[str, Callable[[np.ndarray], object]]:
-    """Ours exported (``export_onnx``) and quantized (``detector.inference.quantize``, calibrated on 8 random images: the
-    ranges do not change the time), run by ``OnnxDetector`` with torch's thread count; {} without onnxruntime."""
+    """Ours exported (``export_onnx``) and quantized (``detector.inference.quantize``, calibrated on 8 random
+    images: the ranges do not change the time), run by ``OnnxDetector`` with torch's thread count; {} without
+    onnxruntime."""
     try:
         from detector.inference.detectors import OnnxDetector
         from detector.inference.quantize import quantize_onnx
