@@ -1,4 +1,4 @@
-"""int8 by ONNX Runtime: calibration on training images and static quantization of the traced network.
+"""int8 by ONNX Runtime: calibration on training images, static quantization of the traced network, the int8 network.
 
 The network (never the decoding) is quantized: ``onnxruntime.quantization.quantize_static`` in QDQ format, weights
 int8 per output channel, activations uint8 with ranges calibrated (min-max) on a few training images prepared
