@@ -26,8 +26,8 @@ from detector.errors import DetectorError
 
 USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
-# TorchScript itself are deprecated (both still work, and are what detector/inference/export.py uses), and constant folding
-# of the slices in the decoding is skipped.
+# TorchScript itself are deprecated (both still work, and are what detector/inference/export.py uses), and constant
+# folding of the slices in the decoding is skipped.
 EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The feature will be removed",
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 
@@ -134,7 +134,8 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str | None, default=None,
-                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu; cpu for "
+                             "--precision int8 and --runtime onnxruntime)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,

@@ -1,5 +1,6 @@
-"""int8 (ONNX Runtime static quantization, detector/inference/quantize.py): the boxes of a trained tiny model agree with fp32,
-the Detector, exporter and demo take the precision, and where int8 cannot run the error says why in one line."""
+"""int8 (ONNX Runtime static quantization, detector/inference/quantize.py): the boxes of a trained tiny model agree
+with fp32, the Detector, exporter and demo take the precision, and where int8 cannot run the error says why in one
+line."""
 import os
 import subprocess
 import sys
