@@ -38,7 +38,7 @@ import torch
 
 from detector.data import AugmentOptions, DetectionDataModule
 from detector.evaluation import coco_evaluate, detections_to_coco
-from detector.inference import detect
+from detector.inference.pipeline import detect
 from detector.model.fuse import prepare_for_inference
 from detector.module import CenterNetModule, OptimOptions
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from detector.data.datamodule import AugmentOptions, DetectionDataModule
-from detector.inference import forward_images, postprocess
+from detector.inference.pipeline import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.targets import encode

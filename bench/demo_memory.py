@@ -1,7 +1,7 @@
 """Frames per second and memory of the demo loop over a long video, headless.
 
 Writes a synthetic video (moving rectangles), builds a checkpoint from a randomly initialised model (no training:
-speed and memory do not depend on the weights), runs ``detector.demo.run_demo`` over the video writing an
+speed and memory do not depend on the weights), runs ``detector.demo.loop.run_demo`` over the video writing an
 annotated mp4, and prints the process RSS (``VmRSS`` of /proc/self/status) at the start, after warm-up, every
 ``--every`` frames and at the end, then the demo's per-stage timing summary.
 
@@ -22,9 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from detector.demo import DemoOptions, open_sink, open_source, run_demo  # noqa: E402
+from detector.demo.loop import DemoOptions, run_demo  # noqa: E402
+from detector.demo.outputs import open_sink  # noqa: E402
 from detector.module import CenterNetModule  # noqa: E402
-from detector.predictor import Detector  # noqa: E402
+from detector.inference.detectors import Detector  # noqa: E402
+from detector.inference.sources import open_source  # noqa: E402
 
 
 def rss_mib() -> float:

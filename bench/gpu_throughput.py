@@ -27,7 +27,7 @@ from typing import Iterator
 
 import torch
 
-from detector.inference import forward_images
+from detector.inference.pipeline import forward_images
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.targets import encode

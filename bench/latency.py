@@ -18,10 +18,10 @@ neck, no DCN, fp32).
 - torchvision ``ssdlite320_mobilenet_v3_large`` and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (random weights,
   81 classes with background), image in, boxes in original pixels out; they resize to 320 themselves, so their
   time does not depend on ``--sizes``.
-- ``ONNX Runtime``: ours exported by ``detector.export.export_onnx`` (decoding inside the graph), run by
-  ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8 (``detector.quantize``: the
-  network statically quantized, QDQ, per-channel; calibrated on random images here, which changes no time).
-  Skipped with a note without onnxruntime.
+- ``ONNX Runtime``: ours exported by ``detector.inference.export.export_onnx`` (decoding inside the graph), run
+  by ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8
+  (``detector.inference.quantize``: the network statically quantized, QDQ, per-channel; calibrated on random
+  images here, which changes no time). Skipped with a note without onnxruntime.
 - ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
   ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
   autocast, **timed in its own process** (``--peer yolov8n``, started by this script after the others' round for
@@ -35,7 +35,7 @@ neck, no DCN, fp32).
   it is missing. Install it without letting pip touch torch, torchvision or OpenCV:
   ``pip install --no-deps ultralytics`` (then ``python -c "import ultralytics"``; add only what that import asks
   for, also with ``--no-deps``).
-- ``decode``: ``inference.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
+- ``decode``: ``pipeline.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
 
 No runner may change another's threads: ``measure`` checks torch's intra-op thread count (``--threads``) and
 OpenCV's (the letterbox resizes with it) before and after every call, warm-up included, and stops with the runner's
@@ -80,8 +80,8 @@ import numpy as np
 import torch
 from torchvision.models import detection
 
-from detector.export import export_onnx
-from detector.inference import bf16_supported, detect, forward_images, postprocess
+from detector.inference.export import export_onnx
+from detector.inference.pipeline import bf16_supported, detect, forward_images, postprocess
 from detector.model import CenterNet, ResNet18Backbone
 from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
@@ -153,12 +153,14 @@ def decode_runner(model: torch.nn.Module, size: int) -> Callable[[np.ndarray], o
 
 def onnx_runners(model: torch.nn.Module, size: int, folder: str,
                  threads: int) -> dict[str, Callable[[np.ndarray], object]]:
-    """Ours exported (``export_onnx``) and quantized (``detector.quantize``, calibrated on 8 random images: the
-    ranges do not change the time), run by ``OnnxDetector`` with ``threads`` (torch's count, checked); {} without
+    """Ours exported (``export_onnx``) and quantized (``detector.inference.quantize``, calibrated on 8 random
+    images: the ranges do not change the time), run by ``OnnxDetector`` with ``threads`` (torch's count, checked);
+    {} without
     onnxruntime."""
     try:
-        from detector.predictor import OnnxDetector
-        from detector.quantize import quantize_onnx, require_onnxruntime
+        from detector.inference.detectors import OnnxDetector
+        from detector.inference.quantize import quantize_onnx
+        from detector.inference.runtime import require_onnxruntime
         require_onnxruntime()
     except Exception as error:  # noqa: BLE001  (the rows are optional)
         print(f"note: no ONNX Runtime rows ({error})")
@@ -182,7 +184,7 @@ def detector_onnxruntime_runner(size: int, threads: int) -> dict[str, Callable[[
     """``Detector(..., runtime="onnxruntime")``: the network exported in memory and run by ONNX Runtime in fp32,
     letterbox and decoding the torch ones, as ``Detector.predict`` runs them (its session takes torch's thread count
     when built: checked to be ``threads``); {} without onnxruntime."""
-    from detector.predictor import Detector
+    from detector.inference.detectors import Detector
 
     names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
     runners = {}

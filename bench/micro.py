@@ -29,7 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from detector.decode import decode
-from detector.inference import bf16_supported
+from detector.inference.pipeline import bf16_supported
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.targets import encode

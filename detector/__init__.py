@@ -5,6 +5,6 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from detector.model import CenterNet  # noqa: E402
-from detector.predictor import Detector  # noqa: E402
+from detector.inference.detectors import Detector  # noqa: E402
 
 __all__ = ["CenterNet", "Detector"]

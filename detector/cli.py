@@ -26,8 +26,8 @@ from detector.errors import DetectorError
 
 USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
-# TorchScript itself are deprecated (both still work, and are what detector/export.py uses), and constant folding
-# of the slices in the decoding is skipped.
+# TorchScript itself are deprecated (both still work, and are what detector/inference/export.py uses), and constant
+# folding of the slices in the decoding is skipped.
 EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The feature will be removed",
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 
@@ -134,17 +134,19 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str | None, default=None,
-                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu)")
+                        help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu; cpu for "
+                             "--precision int8 and --runtime onnxruntime)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
-    parser.add_argument("--precision", type=str | None, choices=["fp32", "bf16", "int8", None], default=None,
+    parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
                         help="fp32 (default); bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on "
                              "GPUs (torch backend); int8: the network quantized by ONNX Runtime on the CPU (torch "
                              "backend: needs --calibration; onnx backend: a file exported with --precision int8)")
     parser.add_argument("--calibration", type=str | None, default=None,
                         help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
-    parser.add_argument("--backend", type=str, choices=["torch", "onnx"], default="torch")
-    parser.add_argument("--runtime", type=str, choices=["torch", "onnxruntime"], default="torch",
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="torch: a training checkpoint (--checkpoint); onnx: a file written by centernet export")
+    parser.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                         help="with --backend torch and a checkpoint: what runs the fp32 network; onnxruntime exports "
                              "it in memory and runs it on the CPU (about 2x faster than torch on some CPUs, "
                              "bench/RESULTS.md)")
@@ -157,8 +159,11 @@ def demo_main(args: list[str] | None = None) -> None:
     """``centernet demo``: open the source and output, load the detector, run the loop, print the report."""
     import torch
 
-    from detector.demo import DemoOptions, open_results, open_sink, open_source, run_demo
-    from detector.predictor import Detector, OnnxDetector, resolve_classes
+    from detector.demo.loop import DemoOptions, run_demo
+    from detector.demo.outputs import open_results, open_sink
+    from detector.inference.detectors import Detector, OnnxDetector, pick_device
+    from detector.inference.pipeline import resolve_classes
+    from detector.inference.sources import open_source
 
     parser = demo_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
@@ -180,8 +185,8 @@ def demo_main(args: list[str] | None = None) -> None:
         print(f"device: cpu; onnxruntime backend, {detector.precision}")
     else:
         precision = config.precision or "fp32"
-        # int8 runs in ONNX Runtime on the CPU: CUDA is not picked for it unless asked (which Detector refuses)
-        device = pick_device(config.device if config.device or precision != "int8" else "cpu")
+        # the Detector's rule, with errors naming the flag (int8 and onnxruntime: the CPU unless asked)
+        device = pick_device(config.device, precision == "int8" or config.runtime == "onnxruntime", "--device")
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
                                                                    calibration=config.calibration,
                                                                    runtime=config.runtime))
@@ -199,28 +204,6 @@ def demo_main(args: list[str] | None = None) -> None:
                        ("label files", config.save_txt)):
         if path:
             print(f"{flag}: {path}")
-
-
-def pick_device(requested: str | None):
-    """The demo's torch device: ``requested`` (checked), or CUDA when present, else the CPU. Raises
-    :class:`detector.demo.DemoError` naming ``--device`` for a device that is not there."""
-    import torch
-
-    from detector.demo import DemoError
-
-    if requested is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError as error:
-        raise DemoError(f"--device {requested}: not a torch device ({error}); use cpu, cuda or cuda:N") from error
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DemoError(f"--device {requested}: CUDA is not available here; leave --device out (the CPU is then "
-                        f"used) or give --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise DemoError(f"--device {requested}: this machine has {torch.cuda.device_count()} GPU(s), numbered from "
-                        f"0; give --device cuda:0")
-    return device
 
 
 def describe_device(device) -> str:
@@ -246,13 +229,13 @@ def _usage(parser: ArgumentParser, make: Callable):
 
 def export_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=command_name("export"), description=(
-        "Export a trained checkpoint with decoding inside the graph (contract in detector/export.py)."))
+        "Export a trained checkpoint with decoding inside the graph (contract in detector/inference/export.py)."))
     parser.add_argument("--checkpoint", type=str, required=True, help="training checkpoint")
-    parser.add_argument("--format", type=str, choices=["onnx", "torchscript"], default="onnx")
+    parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the file's format")
     parser.add_argument("--output", type=str, required=True, help="file to write, e.g. model.onnx or model.pt")
     parser.add_argument("--max_detections", "--max-detections", type=int, default=100,
                         help="K, detections per image")
-    parser.add_argument("--precision", type=str, choices=["fp32", "int8"], default="fp32",
+    parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                         help="int8: the network quantized by ONNX Runtime (ONNX only; needs --calibration)")
     parser.add_argument("--calibration", type=str | None, default=None,
                         help="training images (folder or glob) to calibrate --precision int8 on (32 are read)")
@@ -261,7 +244,7 @@ def export_parser() -> ArgumentParser:
 
 def export_main(args: list[str] | None = None) -> None:
     """``centernet export``: write the checkpoint's network as ONNX or TorchScript."""
-    from detector.export import export_checkpoint
+    from detector.inference.export import export_checkpoint
 
     parser = export_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))

@@ -38,3 +38,7 @@ class ExportError(DetectorError, OSError):
 
 class QuantizationError(DetectorError, RuntimeError):
     """int8 cannot run here (missing onnxruntime, a GPU device, no calibration images); the message says why."""
+
+
+class DeviceError(DetectorError, ValueError):
+    """A torch device that is not there (or not a device); the message names the flag or argument and the fix."""

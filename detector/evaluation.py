@@ -173,7 +173,7 @@ class Evaluator:
         self.image_ids: set[int] = set()
 
     def update(self, image_ids: torch.Tensor, detections: dict[str, torch.Tensor]) -> None:
-        """Add a batch: ``image_ids [B]`` and ``detections`` as ``detector.inference.postprocess`` returns them
+        """Add a batch: ``image_ids [B]`` and ``detections`` as ``detector.inference.pipeline.postprocess`` returns them
         (``boxes [B, K, 4]`` xyxy original pixels, ``scores [B, K]``, ``labels [B, K]``)."""
         new = [i not in self.image_ids for i in image_ids.tolist()]
         keep = torch.tensor(new, dtype=torch.bool, device=image_ids.device)

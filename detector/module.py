@@ -15,7 +15,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state, read_description
 from detector.decode import decode
 from detector.evaluation import EvalResult, Evaluator
-from detector.inference import forward_images, postprocess
+from detector.inference.pipeline import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName

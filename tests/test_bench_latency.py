@@ -57,7 +57,7 @@ def test_an_onnx_runtime_session_on_other_threads_than_torch_is_refused():
     onnxruntime = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper
 
-    from detector.quantize import session_options
+    from detector.inference.runtime import session_options
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])

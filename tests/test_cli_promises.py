@@ -16,7 +16,7 @@ from torchvision.ops import box_iou  # an independent IoU
 from detector.checkpoint import load_checkpoint
 from detector.data.synthetic import SYNTHETIC_CLASSES
 from detector.images import read_image
-from detector.inference import bf16_supported
+from detector.inference.pipeline import bf16_supported
 from detector.module import CenterNetModule
 from detector.preprocess import letterbox, unletterbox_boxes
 
@@ -193,18 +193,18 @@ def test_eval_nms_iou_leaves_no_two_same_class_boxes_above_the_iou(evaluated):
 
 def demo_detections(monkeypatch, args):
     """Run ``demo_main`` (what tools/demo.py runs) and record each frame's detector and detections."""
-    import detector.predictor
+    import detector.inference.detectors
     from detector.cli import demo_main
 
     seen = []
-    original = detector.predictor.BaseDetector.predict_frame
+    original = detector.inference.detectors.BaseDetector.predict_frame
 
     def recording(self, *a, **k):
         result = original(self, *a, **k)
         seen.append((self.precision, result.detections))
         return result
 
-    monkeypatch.setattr(detector.predictor.BaseDetector, "predict_frame", recording)
+    monkeypatch.setattr(detector.inference.detectors.BaseDetector, "predict_frame", recording)
     demo_main(["--no-show", "--threads", "1", *args])
     return seen
 

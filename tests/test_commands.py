@@ -39,7 +39,8 @@ def test_importing_the_detector_loads_no_lightning_albumentations_or_pycocotools
 
 
 def test_the_demo_imports_no_training_and_inference_no_data():
-    loaded = modules_after("import detector.demo, detector.export, detector.predictor, detector.visualize")
+    loaded = modules_after("import detector.demo, detector.inference.export, detector.inference.detectors, "
+                           "detector.visualize")
     assert not loaded & {"detector.module", "detector.callbacks", "detector.api", *HEAVY}
     assert not any(name.startswith("detector.data") for name in loaded)
 
@@ -53,13 +54,23 @@ def package_imports(path):
 
 
 def test_drawing_takes_detections_not_a_model():
-    # importing detector.visualize also runs detector/__init__.py (the predictor), so read its own imports
+    # importing detector.visualize also runs detector/__init__.py (the detectors), so read its own imports
     assert package_imports(ROOT / "detector" / "visualize.py") == {
         "detector.detections", "detector.images", "detector.preprocess"}
 
 
 def test_training_does_not_import_the_demo_loop():
-    assert "detector.demo" not in modules_after("import detector.module, detector.api")
+    loaded = modules_after("import detector.module, detector.api")
+    assert not any(name == "detector.demo" or name.startswith("detector.demo.") for name in loaded)
+
+
+def test_inference_imports_no_demo_training_data_or_commands():
+    forbidden = ("detector.demo", "detector.module", "detector.callbacks", "detector.api", "detector.data",
+                 "detector.cli", "detector.check", "detector.evaluation", "detector.plots")
+    for path in sorted((ROOT / "detector" / "inference").glob("*.py")):
+        wrong = {name for name in package_imports(path) if name in forbidden or name.startswith(
+            tuple(f"{module}." for module in forbidden))}
+        assert not wrong, (path.name, wrong)
 
 
 # commands ----------------------------------------------------------------------------------------------------------
@@ -80,8 +91,9 @@ def test_console_script_targets_import():
     ("eval", ["--checkpoint", "--data.root", "--flip_test"],
      ["scale_range", "flip_prob", "colour_jitter", "min_visibility", "min_box_size", "--data.augment",
       "crop_scales", "lighting"]),
-    ("demo", ["--source", "--show {true,false}", "--classes"], []),
-    ("export", ["--format", "--max_detections"], []),
+    ("demo", ["--source", "--show {true,false}", "--classes", "--precision {fp32,bf16,int8}"],
+     ["<lambda>", "<function", "None}"]),
+    ("export", ["--format", "--max_detections", "--precision {fp32,int8}"], ["<lambda>", "<function"]),
 ])
 def test_each_command_has_help(command, expected, absent):
     result = python("-m", "detector.cli", command, "--help")

@@ -6,7 +6,7 @@ from torch import nn
 
 from detector.model import CenterNet
 from detector.model.compiled import CompiledNetwork
-from detector.predictor import Detector
+from detector.inference.detectors import Detector
 
 
 class TinyNetwork(nn.Module):

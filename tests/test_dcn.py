@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from detector.export import ExportedDetector, example_input, export_onnx, export_torchscript
-from detector.inference import detect
+from detector.inference.export import ExportedDetector, example_input, export_onnx, export_torchscript
+from detector.inference.pipeline import detect
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.fuse import fold_batchnorm, prepare_for_inference

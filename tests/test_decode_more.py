@@ -2,7 +2,7 @@
 import torch
 
 from detector.decode import decode, flip_merge, local_max
-from detector.inference import forward_images
+from detector.inference.pipeline import forward_images
 
 
 def mirror(outputs):

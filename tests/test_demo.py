@@ -10,7 +10,10 @@ import pytest
 import torch
 
 from detector import Detector
-from detector.demo import HEADLESS_FIX, DemoError, DemoOptions, display_problem, open_sink, open_source, open_window, run_demo
+from detector.demo.loop import HEADLESS_FIX, DemoOptions, display_problem, open_window, run_demo
+from detector.demo.outputs import open_sink
+from detector.errors import DemoError
+from detector.inference.sources import open_source
 from detector.detections import Detections
 from detector.visualize import class_color, draw_detections, heatmap_overlay, prediction_grid
 from test_predictor import CLASS_NAMES, INPUT_SIZE, make_checkpoint, make_image

@@ -12,11 +12,14 @@ from test_demo import InterruptAt, run_demo_tool, write_video
 from test_predictor import make_checkpoint, make_image
 
 from detector import Detector
-from detector.cli import pick_device, run
-from detector.demo import DemoError, DemoOptions, open_results, open_source, run_demo
+from detector.cli import run
+from detector.demo.loop import DemoOptions, run_demo
+from detector.demo.outputs import open_results
 from detector.detections import Detections
-from detector.export import export_checkpoint
-from detector.predictor import OnnxDetector
+from detector.errors import DemoError, DeviceError
+from detector.inference.detectors import OnnxDetector, pick_device
+from detector.inference.export import export_checkpoint
+from detector.inference.sources import open_source
 from detector.results import coco_results, yolo_lines
 
 CATEGORY_IDS = [1, 3, 7]  # gapped, as COCO's are: a label written as its category id is caught
@@ -221,11 +224,31 @@ def test_an_output_that_is_a_source_file_is_refused(case, checkpoint, tmp_path, 
 
 def test_the_device_is_cuda_when_present_else_the_cpu_and_an_explicit_one_is_kept(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert pick_device(None) == torch.device("cuda")
+    assert pick_device(None) == pick_device("auto") == pick_device() == torch.device("cuda")
+    assert pick_device("auto", onnxruntime=True) == torch.device("cpu")  # int8 and runtime='onnxruntime'
     assert pick_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device(None) == torch.device("cpu")
-    with pytest.raises(DemoError, match="--device cuda:0: CUDA is not available"):
-        pick_device("cuda:0")
-    with pytest.raises(DemoError, match="--device gpu: not a torch device"):
-        pick_device("gpu")
+    with pytest.raises(DeviceError, match="--device cuda:0: CUDA is not available"):
+        pick_device("cuda:0", name="--device")
+    with pytest.raises(DeviceError, match="--device gpu: not a torch device"):
+        pick_device("gpu", name="--device")
+
+
+def test_from_checkpoint_and_the_demo_follow_one_device_rule(tmp_path, capsys, monkeypatch):
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt")
+    picked = []
+
+    def recording(device="auto", onnxruntime=False, name="device"):
+        picked.append((device, onnxruntime))
+        return torch.device("cpu")
+
+    monkeypatch.setattr("detector.inference.detectors.pick_device", recording)
+    Detector.from_checkpoint(checkpoint)
+    Detector.from_checkpoint(checkpoint, runtime="onnxruntime")
+    assert picked == [("auto", False), ("auto", True)]
+    picked.clear()
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), make_image(64, 64))
+    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", image)
+    assert code == 0 and picked[0] == (None, False), (picked, err)  # no --device: the same "auto"

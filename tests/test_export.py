@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from detector import Detector
-from detector.export import ExportError, ExportedDetector, example_input, export_checkpoint, export_torchscript
-from detector.predictor import OnnxDetector
+from detector.inference.export import (ExportError, ExportedDetector, example_input, export_checkpoint,
+                                       export_torchscript)
+from detector.inference.detectors import OnnxDetector
 from test_predictor import CLASS_NAMES, INPUT_SIZE, make_checkpoint, make_image
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,6 @@
-"""int8 (ONNX Runtime static quantization, detector/quantize.py): the boxes of a trained tiny model agree with fp32,
-the Detector, exporter and demo take the precision, and where int8 cannot run the error says why in one line."""
+"""int8 (ONNX Runtime static quantization, detector/inference/quantize.py): the boxes of a trained tiny model agree
+with fp32, the Detector, exporter and demo take the precision, and where int8 cannot run the error says why in one
+line."""
 import os
 import subprocess
 import sys
@@ -16,9 +17,10 @@ from detector.boxes import iou_xyxy
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.module import CenterNetModule
-from detector.predictor import OnnxDetector
+from detector.inference.detectors import OnnxDetector
 from detector.preprocess import normalize, to_chw_tensor
-from detector.quantize import QuantizationError, calibration_batches
+from detector.errors import QuantizationError
+from detector.inference.quantize import calibration_batches
 from detector.targets import encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +125,7 @@ def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(train
                       "--precision", "int8", "--calibration", str(train), "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert "3 frames" in result.stdout, result.stdout
-    from detector.export import export_checkpoint
+    from detector.inference.export import export_checkpoint
 
     fp32 = export_checkpoint(checkpoint, "onnx", tmp_path / "fp32.onnx")
     result = run_tool("demo.py", "--backend", "onnx", "--onnx", str(fp32), "--source", str(train), "--show",
@@ -155,7 +157,7 @@ def test_int8_torchscript_export_is_refused_as_usage(trained, tmp_path):
 def test_int8_on_a_gpu_device_or_without_onnxruntime_says_so(monkeypatch):
     model = CenterNet(2, neck="lean", weights=None)
     with pytest.raises(QuantizationError, match="runs on the CPU"):
-        from detector.quantize import int8_network
+        from detector.inference.quantize import int8_network
 
         int8_network(_OnGpu(model), SIZE, [shapes_image(0)[0]])
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
@@ -183,7 +185,7 @@ def run_tool(script, *args):
 def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):
     """``runtime="onnxruntime"`` runs the same fp32 network in ONNX Runtime: detections and heatmaps equal the torch
     runtime's to float rounding (flip test included), and the network really is the session."""
-    from detector.quantize import OnnxNetwork
+    from detector.inference.runtime import OnnxNetwork
 
     checkpoint, _ = trained
     torch_runtime = Detector.from_checkpoint(checkpoint)

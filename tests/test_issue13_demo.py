@@ -13,10 +13,13 @@ import pytest
 import torch
 
 from detector import Detector
-from detector.demo import DemoOptions, ImageSource, open_sink, run_demo
+from detector.demo.loop import DemoOptions, run_demo
+from detector.demo.outputs import open_sink
 from detector.detections import Detections, FrameResult
-from detector.export import ExportError, export_checkpoint, export_onnx
-from detector.predictor import BaseDetector, OnnxDetector, suppress_duplicates
+from detector.inference.export import ExportError, export_checkpoint, export_onnx
+from detector.inference.detectors import BaseDetector, OnnxDetector
+from detector.inference.pipeline import suppress_duplicates
+from detector.inference.sources import ImageSource
 from detector.preprocess import letterbox, unletterbox_boxes
 from detector.visualize import annotate, class_color, draw_detections, heatmap_overlay
 from test_predictor import CLASS_NAMES, INPUT_SIZE, make_checkpoint, make_image
@@ -139,7 +142,7 @@ def test_an_output_with_an_image_suffix_is_a_file_for_one_image(checkpoint, tmp_
 
 
 def test_an_image_file_output_for_several_images_is_refused(tmp_path):
-    from detector.demo import DemoError
+    from detector.errors import DemoError
 
     paths = [write_image(tmp_path / f"{i}.png", make_image(40, 40)) for i in range(2)]
     with pytest.raises(DemoError, match="one image, the source has 2"):
@@ -156,7 +159,7 @@ def test_the_onnx_backend_refuses_bf16(tmp_path):
 
 
 def test_the_onnx_backend_runs_with_the_threads_asked_for(onnx_model, tmp_path, monkeypatch):
-    import detector.predictor
+    import detector.inference.detectors
     from detector.cli import demo_main
 
     assert OnnxDetector(onnx_model, threads=1).session.get_session_options().intra_op_num_threads == 1
@@ -167,7 +170,7 @@ def test_the_onnx_backend_runs_with_the_threads_asked_for(onnx_model, tmp_path, 
             super().__init__(*args, **kwargs)
             made.append(self.session.get_session_options().intra_op_num_threads)
 
-    monkeypatch.setattr(detector.predictor, "OnnxDetector", Recorded)
+    monkeypatch.setattr(detector.inference.detectors, "OnnxDetector", Recorded)
     write_image(tmp_path / "a.png", make_image(64, 64))
     demo_main(["--backend", "onnx", "--onnx", str(onnx_model), "--source", str(tmp_path / "a.png"), "--show",
                "false", "--threads", "1"])

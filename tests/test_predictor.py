@@ -9,7 +9,7 @@ import torch
 from detector import Detector
 from detector.checkpoint import CheckpointError
 from detector.images import ImageReadError
-from detector.inference import detect
+from detector.inference.pipeline import detect
 from detector.module import CenterNetModule
 from detector.preprocess import letterbox, normalize, to_chw_tensor
 

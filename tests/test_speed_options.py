@@ -127,7 +127,7 @@ def test_a_batchnorm_without_a_convolution_is_refused():
         fold_batchnorm(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.BatchNorm2d(3)))
 
 
-needs_bf16 = pytest.mark.skipif(not __import__("detector.inference", fromlist=["x"]).bf16_supported("cpu"),
+needs_bf16 = pytest.mark.skipif(not __import__("detector.inference.pipeline", fromlist=["x"]).bf16_supported("cpu"),
                                 reason="this CPU has no fast bfloat16 (AVX512-BF16/AMX)")
 
 
@@ -147,7 +147,7 @@ def _trained_like_model():
 def test_bf16_detections_are_close_to_fp32():
     from torchvision.ops import box_iou
 
-    from detector.inference import detect
+    from detector.inference.pipeline import detect
     from detector.model.fuse import prepare_for_inference
 
     model, images, meta = _trained_like_model()
@@ -167,7 +167,7 @@ def test_bf16_detections_are_close_to_fp32():
 def test_predictor_precision_option():
     import numpy as np
 
-    from detector.predictor import Detector
+    from detector.inference.detectors import Detector
 
     model, _, _ = _trained_like_model()
     image = np.random.default_rng(0).integers(0, 256, (100, 150, 3), dtype=np.uint8)
@@ -180,7 +180,7 @@ def test_predictor_precision_option():
 
 
 def test_unknown_precision_is_refused():
-    from detector.inference import check_precision
+    from detector.inference.pipeline import check_precision
 
     with pytest.raises(ValueError, match="unknown precision"):
         check_precision("fp8", "cpu")

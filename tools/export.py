@@ -1,4 +1,4 @@
-"""Export a trained checkpoint with decoding inside the graph (contract in ``detector/export.py``).
+"""Export a trained checkpoint with decoding inside the graph (contract in ``detector/inference/export.py``).
 
     python tools/export.py --checkpoint best.ckpt --format onnx --output model.onnx
     python tools/export.py --checkpoint best.ckpt --format torchscript --output model.pt

@@ -33,7 +33,7 @@ class CompiledNetwork(nn.Module):
 
     Keeps ``stride`` and ``num_classes`` so it drops in for ``model`` at inference; ``compiled`` is False once
     compiling has failed and the wrapper runs ``model`` eagerly. Call it under ``torch.inference_mode`` or
-    ``torch.no_grad`` (``detector.inference.detect`` does): freezing applies to inference only.
+    ``torch.no_grad`` (``detector.inference.pipeline.detect`` does): freezing applies to inference only.
     """
 
     def __init__(self, model: nn.Module):

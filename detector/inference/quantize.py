@@ -1,4 +1,4 @@
-"""ONNX Runtime for the network on the CPU: int8 (static quantization of the exported network) and fp32.
+"""int8 by ONNX Runtime: calibration on training images, static quantization of the traced network, the int8 network.
 
 The network (never the decoding) is quantized: ``onnxruntime.quantization.quantize_static`` in QDQ format, weights
 int8 per output channel, activations uint8 with ranges calibrated (min-max) on a few training images prepared
@@ -9,16 +9,14 @@ convolution of each head: quantizing those outputs cost 2 AP on BCCD (38.3 -> 36
 
 Two ways in, one quantizer:
 
-- ``export --precision int8 --calibration <images>`` (``detector.export.export_checkpoint``, then
+- ``export --precision int8 --calibration <images>`` (``detector.inference.export.export_checkpoint``, then
   :func:`quantize_onnx`): the exported file (uint8 images in, decoded boxes out) with its network quantized;
   ``OnnxDetector`` and the demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
 - ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
   memory and run by ONNX Runtime in place of the torch network; letterbox, flip test, heatmaps and decoding stay
   the torch ones.
 
-``Detector(..., runtime="onnxruntime")`` (:func:`fp32_network`) runs the same exported network unquantized: on
-this project's CPU ONNX Runtime's fp32 kernels took half the time of torch's for the same network
-(bench/RESULTS.md, 2026-12-01), outputs equal to ~1e-5.
+Tracing and sessions are ``detector.inference.runtime``'s (whose ``fp32_network`` is the same network unquantized).
 
 Where it cannot run (onnxruntime missing, a GPU device, no calibration images) the error says so in one line
 (:class:`QuantizationError`). bench/RESULTS.md has the speed and the AP against fp32 with the same weights.
@@ -35,34 +33,21 @@ import torch
 from torch import nn
 
 from detector.errors import QuantizationError
-from detector.export import onnx_opset, trace_onnx
 from detector.images import ImageInput, as_image
+from detector.inference.runtime import OnnxNetwork, open_session, require_cpu, require_onnxruntime, trace_network
+from detector.inference.sources import iter_images
 from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 # Calibration images used when a caller gives more: min-max ranges settle after a few dozen.
 CALIBRATION_IMAGES = 32
-# The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
+# The network's nodes in a traced graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
 NETWORK_SCOPE = "/model/"
-OUTPUT_NAMES = ["heatmap", "offset", "size"]
-
-
-def require_onnxruntime():
-    """The ``onnxruntime`` module, or :class:`QuantizationError` naming the install."""
-    try:
-        import onnxruntime
-        import onnxruntime.quantization  # noqa: F401  (the quantizer, shipped with onnxruntime)
-    except ImportError as error:
-        raise QuantizationError(f"int8 runs through ONNX Runtime, which is not installed ({error}): "
-                                "pip install onnxruntime") from error
-    return onnxruntime
 
 
 def calibration_batches(source: str | Path | Iterable[ImageInput], input_size: int,
                         count: int = CALIBRATION_IMAGES) -> list[np.ndarray]:
     """Up to ``count`` images of ``source`` (a folder, a glob, a video, or images; see ``iter_images``) as
     letterboxed ``[1, 3, S, S]`` uint8 arrays, the inference's preparation; :class:`QuantizationError` if none."""
-    from detector.predictor import iter_images  # the predictor imports this module
-
     if source is None:
         raise QuantizationError("int8 needs calibration images (a few training images, e.g. calibration='train/' "
                                 "or --calibration train/)")
@@ -117,74 +102,14 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> 
     return output
 
 
-class NetworkOutputs(nn.Module):
-    """The network alone with tuple outputs ``heatmap, offset, size`` (normalised float32 images in), for export."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model.eval()
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        outputs = self.model(x)
-        return tuple(outputs[name] for name in OUTPUT_NAMES)
-
-
-class OnnxNetwork:
-    """An ONNX Runtime session standing in for a CenterNet: ``network(x)`` with ``x [B, 3, S, S]`` normalised
-    float32 returns the network's dict (``heatmap`` logits ``[B, C, S/4, S/4]``, ``offset``, ``size``) as CPU
-    float32 tensors; ``stride`` as the network's."""
-
-    def __init__(self, session, stride: int):
-        self.session = session
-        self.stride = stride
-
-    def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.session.run(OUTPUT_NAMES, {"images": x.cpu().numpy()})
-        return {name: torch.from_numpy(value) for name, value in zip(OUTPUT_NAMES, outputs)}
-
-
-def session_options(threads: int | None = None):
-    """ONNX Runtime session options: ``threads`` intra-op threads (None: one per core), and threads that sleep
-    instead of spinning while they wait (as ``OMP_WAIT_POLICY=PASSIVE`` does for torch, see bench/latency.py)."""
-    onnxruntime = require_onnxruntime()
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
-
-
-def _require_cpu(model: nn.Module, what: str) -> None:
-    if next(model.parameters()).device.type != "cpu":
-        raise QuantizationError(f"{what} runs on the CPU (ONNX Runtime); use device='cpu', or bf16 on a GPU")
-
-
-def fp32_network(model: nn.Module, input_size: int, threads: int | None = None) -> OnnxNetwork:
-    """``model`` (eval mode, on the CPU) exported at ``input_size`` (any batch) and loaded in ONNX Runtime, fp32."""
-    _require_cpu(model, "runtime='onnxruntime'")
-    return _onnx_network(model, torch.zeros(1, 3, input_size, input_size), threads)
-
-
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
                  threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
-    """``model`` (eval mode, on the CPU) exported, quantized on ``calibration`` images and loaded in ONNX Runtime."""
+    """``model`` (eval mode, on the CPU) traced, quantized on ``calibration`` images and loaded in ONNX Runtime."""
     require_onnxruntime()
-    _require_cpu(model, "precision='int8'")
+    require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
-    return _onnx_network(model, torch.from_numpy(batches[0]), threads, batches)
-
-
-def _onnx_network(model: nn.Module, example: torch.Tensor, threads: int | None,
-                  calibration: list[np.ndarray] | None = None) -> OnnxNetwork:
-    """``model`` traced on ``example`` (quantized on ``calibration`` batches if given) in an ONNX Runtime session."""
-    onnxruntime = require_onnxruntime()
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "network.onnx"
-        with torch.no_grad():
-            trace_onnx(NetworkOutputs(model), example, path, OUTPUT_NAMES, onnx_opset(model))
-        if calibration is not None:
-            path = quantize_onnx(path, Path(folder) / "network_int8.onnx", calibration)
-        session = onnxruntime.InferenceSession(str(path), session_options(threads),
-                                               providers=["CPUExecutionProvider"])
-    return OnnxNetwork(session, model.stride)
+        fp32 = trace_network(model, torch.from_numpy(batches[0]), Path(folder) / "network.onnx")
+        path = quantize_onnx(fp32, Path(folder) / "network_int8.onnx", batches)
+        return OnnxNetwork(open_session(path, threads), model.stride)

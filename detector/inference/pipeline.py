@@ -1,7 +1,10 @@
-"""From uint8 images to detections in original pixels: the path shared by validation, the predictor and the demo.
+"""The inference pipeline around the network: forward (+ flip, precision), decode, unletterbox, NMS, threshold,
+class filter, agnostic NMS. Shared by validation, the detectors and the demo.
 
-``images [B, 3, H, W]`` uint8 letterboxed (``detector.preprocess.letterbox``) -> normalise -> network (optionally
-with its mirror) -> ``decode`` -> inverse letterbox -> optional class-wise NMS.
+``images [B, 3, H, W]`` uint8 letterboxed (``detector.preprocess.letterbox``) -> :func:`forward_images` (normalise,
+network, optionally with its mirror) -> :func:`postprocess` (``decode``, inverse letterbox, optional class-wise NMS;
+fixed shapes, what validation keeps) -> :func:`to_detections` (one :class:`Detections` per image: score threshold,
+class filter, optional class-agnostic suppression of same-place duplicates).
 
 ``precision``: ``"fp32"`` (default) or ``"bf16"``, the network under bfloat16 autocast (CPUs with AVX512-BF16 or
 AMX, and GPUs that support it; decoding stays float32). This module is the one place inference sets autocast. For
@@ -10,18 +13,22 @@ speed, run a network prepared by ``detector.model.fuse.prepare_for_inference`` (
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Literal, Sequence
 
+import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, nms
 
 from detector.decode import decode, flip_merge
+from detector.detections import Detections
 from detector.preprocess import normalize, unletterbox_boxes
 
 
 Precision = Literal["fp32", "bf16"]
 PRECISIONS = ("fp32", "bf16")
+# IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
+AGNOSTIC_IOU = 0.7
 
 
 def bf16_supported(device: torch.device | str) -> bool:
@@ -93,3 +100,51 @@ def detect(model: nn.Module, images: torch.Tensor, meta: torch.Tensor, k: int = 
            nms_iou: float | None = None, precision: Precision = "fp32") -> dict[str, torch.Tensor]:
     """``forward_images`` then ``postprocess``: uint8 letterboxed images -> detections in original pixels."""
     return postprocess(forward_images(model, images, flip, precision), meta, model.stride, k, nms_iou)
+
+
+def resolve_classes(classes: Sequence[int | str] | int | str | None,
+                    class_names: Sequence[str]) -> list[int] | None:
+    """Class names or indices (ints or digit strings), or one of them -> sorted class indices; None keeps every
+    class."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, int)):
+        classes = [classes]
+    indices = set()
+    for item in classes:
+        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+            index = int(item)
+            if not 0 <= index < len(class_names):
+                raise ValueError(f"class index {index} out of range 0..{len(class_names) - 1}")
+        elif item in class_names:
+            index = list(class_names).index(item)
+        else:
+            raise ValueError(f"unknown class {item!r}; the model's classes are {list(class_names)}")
+        indices.add(index)
+    return sorted(indices)
+
+
+def suppress_duplicates(detections: Detections, iou: float = AGNOSTIC_IOU) -> Detections:
+    """Class-agnostic NMS: of detections overlapping by more than ``iou``, whatever their classes, the highest score
+    stays (CenterNet can put peaks of several classes on one object). Order kept (descending score)."""
+    if len(detections) < 2:
+        return detections
+    keep = np.zeros(len(detections), dtype=bool)
+    keep[nms(torch.from_numpy(detections.boxes), torch.from_numpy(detections.scores), iou).numpy()] = True
+    return detections.select(keep)
+
+
+def to_detections(detections: dict[str, torch.Tensor], class_names: Sequence[str], conf: float,
+                  classes: list[int] | None = None, agnostic: bool = False) -> list[Detections]:
+    """Batched :func:`postprocess` output -> one :class:`Detections` per image with ``score >= conf``, only of
+    ``classes`` (indices, see :func:`resolve_classes`; None: all), and with ``agnostic`` the same-place duplicates
+    of other classes suppressed (after the class filter)."""
+    results = []
+    for boxes, scores, labels in zip(detections["boxes"], detections["scores"], detections["labels"]):
+        result = Detections.from_arrays(boxes, scores, labels, class_names)
+        keep = result.scores >= conf
+        if classes is not None:
+            keep &= np.isin(result.labels, classes)
+        result = result.select(keep)
+        results.append(suppress_duplicates(result) if agnostic else result)
+    return results

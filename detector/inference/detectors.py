@@ -1,70 +1,58 @@
-"""Run a trained detector on images: ``Detector.from_checkpoint(path).predict(image_or_path_or_list)``.
+"""The Detector API: ``Detector`` (torch) and ``OnnxDetector`` (an exported file) behind one ``BaseDetector``.
 
-The path into the network is the evaluation's: ``preprocess.letterbox`` at the checkpoint's input size, then
-``inference.forward_images`` (normalisation, network, optional flip) and ``inference.postprocess`` (decode, inverse
-letterbox). :class:`OnnxDetector` runs a model written by ``detector.export.export_onnx`` with onnxruntime instead
-of torch, behind the same interface.
+``Detector.from_checkpoint(path).predict(image_or_path_or_list)``: the path into the network is the evaluation's,
+``preprocess.letterbox`` at the checkpoint's input size, then ``detector.inference.pipeline`` (normalisation,
+network, optional flip, decode, inverse letterbox, threshold, class filter). :class:`OnnxDetector` runs a file
+written by ``detector.inference.export.export_onnx`` with ONNX Runtime instead of torch, behind the same interface.
+What they can be fed is ``detector.inference.sources``'s. :func:`pick_device` is the one device rule (the demo's
+``--device`` too).
 """
 from __future__ import annotations
 
-import glob
 import itertools
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-import cv2
-
 import numpy as np
 import torch
-from torchvision.ops import nms
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
-from detector.export import ExportError, read_onnx_description
-from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ImageInput, ImageReadError, as_image
-from detector.inference import Precision, check_precision, forward_images, postprocess
+from detector.errors import DeviceError, ExportError
+from detector.images import ImageInput, as_image
+from detector.inference.export import read_onnx_description
+from detector.inference.pipeline import (Precision, check_precision, forward_images, postprocess, resolve_classes,
+                                         to_detections)
+from detector.inference.quantize import int8_network
+from detector.inference.runtime import fp32_network, open_session
+from detector.inference.sources import iter_images
 from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
-from detector.quantize import fp32_network, int8_network, require_onnxruntime, session_options
 
 
-# IoU above which two detections of different classes are one object seen twice (``agnostic`` suppression).
-AGNOSTIC_IOU = 0.7
+def pick_device(device: str | torch.device | None = "auto", onnxruntime: bool = False,
+                name: str = "device") -> torch.device:
+    """The one device rule: ``"auto"`` (or None) is the CPU when ONNX Runtime runs the network (``onnxruntime``:
+    int8, ``runtime="onnxruntime"``), else CUDA when present, else the CPU; any other device is checked to exist
+    (:class:`DeviceError` naming ``name``, e.g. ``--device``, and the fix)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() and not onnxruntime else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise DeviceError(f"{name} {device}: not a torch device ({error}); use auto, cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"{name} {device}: CUDA is not available here; leave {name} out (the CPU is then used) or "
+                          f"give {name} cpu")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"{name} {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0; "
+                          f"give {name} cuda:0")
+    return resolved
 
 
-def resolve_classes(classes: Sequence[int | str] | int | str | None,
-                    class_names: Sequence[str]) -> list[int] | None:
-    """Class names or indices (ints or digit strings), or one of them -> sorted class indices; None keeps every
-    class."""
-    if classes is None:
-        return None
-    if isinstance(classes, (str, int)):
-        classes = [classes]
-    indices = set()
-    for item in classes:
-        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
-            index = int(item)
-            if not 0 <= index < len(class_names):
-                raise ValueError(f"class index {index} out of range 0..{len(class_names) - 1}")
-        elif item in class_names:
-            index = list(class_names).index(item)
-        else:
-            raise ValueError(f"unknown class {item!r}; the model's classes are {list(class_names)}")
-        indices.add(index)
-    return sorted(indices)
-
-
-def suppress_duplicates(detections: Detections, iou: float = AGNOSTIC_IOU) -> Detections:
-    """Class-agnostic NMS: of detections overlapping by more than ``iou``, whatever their classes, the highest score
-    stays (CenterNet can put peaks of several classes on one object). Order kept (descending score)."""
-    if len(detections) < 2:
-        return detections
-    keep = np.zeros(len(detections), dtype=bool)
-    keep[nms(torch.from_numpy(detections.boxes), torch.from_numpy(detections.scores), iou).numpy()] = True
-    return detections.select(keep)
 
 
 class BaseDetector(ABC):
@@ -144,52 +132,8 @@ class BaseDetector(ABC):
 
     def to_detections(self, detections: dict[str, torch.Tensor], conf: float, classes: list[int] | None,
                       agnostic: bool = False) -> list[Detections]:
-        """Batched ``postprocess`` output -> one :class:`Detections` per image, thresholded and filtered, and with
-        ``agnostic`` the same-place duplicates of other classes suppressed (after the class filter)."""
-        results = []
-        for boxes, scores, labels in zip(detections["boxes"], detections["scores"], detections["labels"]):
-            result = Detections.from_arrays(boxes, scores, labels, self.class_names)
-            keep = result.scores >= conf
-            if classes is not None:
-                keep &= np.isin(result.labels, classes)
-            result = result.select(keep)
-            results.append(suppress_duplicates(result) if agnostic else result)
-        return results
-
-
-def iter_images(source: str | Path | Iterable[ImageInput]) -> Iterator[tuple[str | int, ImageInput]]:
-    """``(name, image or path)`` for each image of ``source`` (see ``BaseDetector.predict_many``), lazily; a path
-    is named by itself, an array or a video frame by its index."""
-    if isinstance(source, np.ndarray):
-        return iter([(0, source)])
-    if not isinstance(source, (str, Path)):
-        return ((str(item), item) if isinstance(item, (str, Path)) else (i, item) for i, item in enumerate(source))
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-        return _video_frames(path)
-    elif path.exists():
-        files = [str(path)]
-    else:
-        files = sorted(glob.glob(str(source)))
-    if not files:
-        raise ImageReadError(f"{source}: no such image, video, folder of images or files matching the pattern")
-    return ((file, file) for file in files)
-
-
-def _video_frames(path: Path) -> Iterator[tuple[int, np.ndarray]]:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise ImageReadError(f"cannot open video {path}")
-    try:
-        for index in itertools.count():
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    finally:
-        capture.release()
+        """Batched ``postprocess`` output -> one :class:`Detections` per image (``pipeline.to_detections``)."""
+        return to_detections(detections, self.class_names, conf, classes, agnostic)
 
 
 class Detector(BaseDetector):
@@ -202,9 +146,10 @@ class Detector(BaseDetector):
         max_detections: top-K of decoding, before the score threshold.
         nms_iou: optional class-wise NMS after decoding (None: the peaks are the NMS, as in evaluation's default).
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast: ~3x faster on CPUs with AVX512-BF16/AMX, see
-            bench/RESULTS.md; an error where the device lacks it). Check ``detector.inference.bf16_supported``.
-            ``"int8"``: the network quantized by ONNX Runtime on the ``calibration`` images and run by it (CPU
-            only, needs onnxruntime; ``detector.quantize``); letterbox, flip, heatmaps and decoding stay the same.
+            bench/RESULTS.md; an error where the device lacks it). Check
+            ``detector.inference.pipeline.bf16_supported``. ``"int8"``: the network quantized by ONNX Runtime on the
+            ``calibration`` images and run by it (CPU only, needs onnxruntime; ``detector.inference.quantize``);
+            letterbox, flip, heatmaps and decoding stay the same.
         prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
         category_ids: the dataset's category id of each label (None: the labels ``0..C-1`` themselves).
@@ -214,9 +159,9 @@ class Detector(BaseDetector):
         calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
             read) to calibrate the activation ranges on.
         runtime: what runs the network in fp32: ``"torch"`` (the default) or ``"onnxruntime"`` (the network
-            exported and run by ONNX Runtime on the CPU, ``detector.quantize.fp32_network``: about 2x faster than
-            torch on this project's CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in ONNX
-            Runtime; bf16 and ``compile`` need torch.
+            exported and run by ONNX Runtime on the CPU, ``detector.inference.runtime.fp32_network``: about 2x
+            faster than torch on this project's CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in
+            ONNX Runtime; bf16 and ``compile`` need torch.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
@@ -249,8 +194,11 @@ class Detector(BaseDetector):
         self.nms_iou = nms_iou
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu", **kwargs) -> Detector:
-        """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download)."""
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **kwargs) -> Detector:
+        """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download) on
+        ``device`` (:func:`pick_device`: by default CUDA when present, else the CPU; the CPU for int8 and
+        ``runtime="onnxruntime"``); ``kwargs`` as the constructor's."""
+        device = pick_device(device, kwargs.get("precision") == "int8" or kwargs.get("runtime") == "onnxruntime")
         checkpoint = load_checkpoint(path)
         info = read_description(checkpoint)
         return cls(build_model(checkpoint).to(device), info.class_names, info.input_size,
@@ -280,7 +228,7 @@ class Detector(BaseDetector):
 
 
 class OnnxDetector(BaseDetector):
-    """A model exported by ``detector.export.export_onnx``, run with onnxruntime on the CPU.
+    """A model exported by ``detector.inference.export.export_onnx``, run with onnxruntime on the CPU.
 
     The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
     only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap.
@@ -289,12 +237,10 @@ class OnnxDetector(BaseDetector):
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        onnxruntime = require_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist")
-        self.session = onnxruntime.InferenceSession(str(path), session_options(threads),
-                                                    providers=["CPUExecutionProvider"])
+        self.session = open_session(path, threads)
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
         self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01
