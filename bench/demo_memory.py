@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.demo import DemoOptions, open_sink, open_source, run_demo  # noqa: E402
-from detector.module import CenterNetModule  # noqa: E402
+from detector.training.module import CenterNetModule  # noqa: E402
 from detector.predictor import Detector  # noqa: E402
 
 

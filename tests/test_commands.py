@@ -40,7 +40,8 @@ def test_importing_the_detector_loads_no_lightning_albumentations_or_pycocotools
 
 def test_the_demo_imports_no_training_and_inference_no_data():
     loaded = modules_after("import detector.demo, detector.export, detector.predictor, detector.visualize")
-    assert not loaded & {"detector.module", "detector.callbacks", "detector.api", *HEAVY}
+    assert not any(name.startswith("detector.training") for name in loaded)
+    assert not loaded & set(HEAVY)
     assert not any(name.startswith("detector.data") for name in loaded)
 
 
@@ -59,7 +60,7 @@ def test_drawing_takes_detections_not_a_model():
 
 
 def test_training_does_not_import_the_demo_loop():
-    assert "detector.demo" not in modules_after("import detector.module, detector.api")
+    assert "detector.demo" not in modules_after("import detector.training.module, detector.training.run, detector.training.evaluate")
 
 
 # commands ----------------------------------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
 # configs -----------------------------------------------------------------------------------------------------------
 
 def packaged():
-    from detector.api import packaged_configs
+    from detector.training.configs import packaged_configs
 
     return packaged_configs()
 
@@ -185,9 +186,9 @@ def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path)
     import pytorch_lightning as pl
     from jsonargparse import ArgumentParser
 
-    from detector.api import config_path
+    from detector.training.configs import config_path
     from detector.data import DetectionDataModule
-    from detector.module import CenterNetModule
+    from detector.training.module import CenterNetModule
 
     parser = ArgumentParser()
     parser.add_argument("--seed_everything", type=int | bool | None, default=None)
@@ -209,7 +210,7 @@ def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path)
 
 
 def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
-    from detector.api import config_path
+    from detector.training.configs import config_path
 
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: as after a plain pip install
     assert config_path("voc_resnet18.yaml") == config_path("configs/voc_resnet18.yaml")

@@ -15,7 +15,7 @@ from detector import Detector
 from detector.boxes import iou_xyxy
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
-from detector.module import CenterNetModule
+from detector.training.module import CenterNetModule
 from detector.predictor import OnnxDetector
 from detector.preprocess import normalize, to_chw_tensor
 from detector.quantize import QuantizationError, calibration_batches

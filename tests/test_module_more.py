@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detector.data import AugmentOptions, DetectionDataModule, EvalTransform, Sample, collate_detection
-from detector.module import CenterNetModule, OptimOptions
+from detector.training.module import CenterNetModule, OptimOptions
 
 
 def crowd_batch(object_box, crowd_box):
