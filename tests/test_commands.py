@@ -4,6 +4,7 @@ errors, and the configs shipped inside the package."""
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -170,15 +171,57 @@ PACKAGED = ["coco_resnet18.yaml", "synthetic.yaml", "voc_resnet18.yaml", "paper/
             "paper/voc_resnet18_deconv_384.yaml"]
 
 
-def test_the_configs_ship_in_the_package_and_the_top_level_copies_are_identical():
+def test_the_packaged_configs_are_the_top_level_configs_folder():
     names = [relative(path) for path in packaged()]
     assert names == PACKAGED
-    top = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
-    assert top + sorted(f"paper/{p.name}" for p in (ROOT / "configs" / "paper").glob("*.yaml")) == names
+    assert not (ROOT / "detector" / "configs").exists(), "one config tree: configs/ (shipped as detector.configs)"
     for path in packaged():
-        assert (ROOT / "configs" / relative(path)).read_bytes() == path.read_bytes(), (
-            f"configs/{relative(path)} differs from detector/configs/{relative(path)} (the source of truth): "
-            "copy it over")
+        assert path.read_bytes() == (ROOT / "configs" / relative(path)).read_bytes()
+
+
+def test_the_installed_package_finds_its_configs_with_importlib_resources():
+    """The current install (editable, or a wheel in CI's place) ships configs/ as ``detector.configs``."""
+    from importlib import resources
+
+    folder = resources.files("detector.configs")  # ModuleNotFoundError: an install older than this tree (pip install -e .)
+    for name in PACKAGED:
+        file = folder
+        for part in name.split("/"):
+            file = file.joinpath(part)
+        assert file.is_file(), name
+
+
+def test_pyproject_lists_every_package_of_the_tree():
+    """pyproject.toml names the packages (to map configs/ into the package): a new folder of detector/ with an
+    __init__.py must be added there or the wheel would lack it."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    tree = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "detector").rglob("__init__.py")}
+    assert set(packages) == tree | {"detector.configs"}
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_configs_where_the_lookup_finds_them(tmp_path):
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: the build writes build/ and *.egg-info beside the sources
+    for name in ("detector", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"detector/configs/{name}" for name in PACKAGED} <= names
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)  # a pure-Python wheel: its files as pip lays them out
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(installed))
+    code = "from detector.training.configs import config_path; print(config_path('synthetic.yaml'))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                           cwd=tmp_path)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert Path(found.stdout.strip()) == installed / "detector" / "configs" / "synthetic.yaml"
 
 
 @pytest.mark.parametrize("name", PACKAGED)
