@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 
-from detector.checkpoint import check_classes, load_checkpoint, read_description
+from detector.checkpoint import build_model, check_classes, load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import EvalResult
 from detector.plots import save_evaluation
@@ -55,14 +56,13 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     state = load_checkpoint(checkpoint)
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
-    datamodule = DetectionDataModule(**{**options, **(data or {})})
+    options.update(data or {})
+    datamodule = DetectionDataModule(**options)
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
-    info = read_description(state)
-    model = CenterNetModule(num_classes=info.num_classes, class_names=info.class_names,
-                            category_ids=datamodule.category_ids, input_size=info.input_size, neck=info.neck,
-                            head_channels=info.head_channels, flip_test=flip_test, nms_iou=nms_iou)
-    model.load_state_dict(state["state_dict"])
+    description = replace(read_description(state), category_ids=datamodule.category_ids)
+    model = CenterNetModule.around(build_model(state), description, flip_test=flip_test, nms_iou=nms_iou,
+                                   voc07=options.get("dataset") == "voc")
     model.results_path = str(results) if results else None
     with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,

@@ -4,21 +4,20 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state, read_description
+from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, build_model, load_checkpoint, load_fitting_weights
 from detector.decode import decode
 from detector.evaluation import EvalResult, Evaluator
 from detector.inference import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
-from detector.plots import RESULTS_CSV, TRAIN_LOSSES, append_results_row, results_row
+from detector.plots import TRAIN_LOSSES
 from detector.targets import RadiusRule, encode, ignore_regions
 from detector.training.schedule import check_schedule, lr_factor, training_steps
 from detector.visualize import prediction_grid
@@ -73,6 +72,7 @@ class CenterNetModule(pl.LightningModule):
             classes: a fine-tune with a new schedule). Step, epoch, optimiser and schedule start afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
             counted; after this many such steps in a row training stops with an error.
+        voc07: validation also computes the VOC07 mAP (linked from the data by the training run: true on VOC).
     """
 
     def __init__(
@@ -92,17 +92,20 @@ class CenterNetModule(pl.LightningModule):
         radius: RadiusRule = "elliptical",
         init_from: str | None = None,
         nonfinite_limit: int = 20,
+        voc07: bool = False,
     ):
         super().__init__()
         self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
         optim = dataclasses.asdict(self.optim)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
-        self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
+        self.model = build_model(ModelDescription(
+            num_classes=num_classes, class_names=self.class_names, category_ids=self.category_ids,
+            input_size=input_size, neck=neck, head_channels=head_channels), weights=weights)
         if init_from:
             self._init_from(init_from)
         self.criterion = CenterNetLoss()
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
         self.nonfinite_steps = 0  # skipped steps in this run
         self._nonfinite_streak = 0
         self.results_path: str | None = None  # set by detector.training.evaluate.evaluate to write the detections json
@@ -110,16 +113,21 @@ class CenterNetModule(pl.LightningModule):
         self.evaluator: Evaluator | None = None
         self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
 
+    @classmethod
+    def around(cls, network: CenterNet, description: ModelDescription, **options) -> CenterNetModule:
+        """A module orchestrating ``network`` (a checkpoint's, from ``checkpoint.build_model``), whose classes and
+        shape ``description`` gives; ``options``: the other arguments (``flip_test``, ``nms_iou``, ``voc07``...)."""
+        module = cls(num_classes=description.num_classes, class_names=description.class_names,
+                     category_ids=description.category_ids, input_size=description.input_size,
+                     neck=description.neck, head_channels=description.head_channels, **options)
+        module.model = network
+        return module
+
     def _init_from(self, path: str) -> None:
         """Every weight of ``path`` that fits; the class heatmap head only from a checkpoint of this run's classes."""
-        state, hp = load_checkpoint(path), self.hparams
-        same_classes = read_description(state).class_names == list(hp.class_names or map(str, range(hp.num_classes)))
-        own = self.model.state_dict()
-        kept = {k: v for k, v in model_state(state).items()
-                if (same_classes or not k.startswith("head.heatmap.")) and k in own and own[k].shape == v.shape}
-        self.model.load_state_dict(kept, strict=False)
+        kept, total, same_classes = load_fitting_weights(self.model, load_checkpoint(path), self.class_names)
         heads = "the same classes: the heatmap head too" if same_classes else "the class heatmap head is new"
-        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} ({heads})")
+        rank_zero_info(f"initialised {kept} of {total} tensors from {path} ({heads})")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -189,8 +197,7 @@ class CenterNetModule(pl.LightningModule):
     # validation -------------------------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        self.evaluator = Evaluator(datamodule.val_coco, self.category_ids, voc07=datamodule.hparams.dataset == "voc",
+        self.evaluator = Evaluator(self.trainer.datamodule.val_coco, self.category_ids, voc07=self.hparams.voc07,
                                    results_path=self.results_path, setting=self.eval_description())
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -219,28 +226,19 @@ class CenterNetModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        log_dir = self.trainer.log_dir if self.trainer.logger else None  # a collective under DDP: every rank asks
         self.evaluator.synchronize()
         self.last_result = result = self.evaluator.compute()
-        if log_dir and self.trainer.is_global_zero:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(log_dir) / "val_per_class_ap.txt").write_text(result.table(f"epoch {self.current_epoch}") + "\n")
-        if log_dir and self.trainer.state.fn == "fit":
-            self._append_results_row(Path(log_dir) / RESULTS_CSV, result)
         rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
             f"{name} {100 * result.metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
         for name, value in result.metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
 
-    def _append_results_row(self, path: Path, result: EvalResult) -> None:
-        """A row of ``results.csv`` (``detector.plots``): the mean training losses since the previous row over every
-        rank (a collective under DDP), the learning rate and the metrics; rank 0 writes it."""
+    def take_train_losses(self) -> dict[str, float]:
+        """The mean training losses (``plots.TRAIN_LOSSES``) since the previous call, over every rank (a collective
+        under DDP: every rank calls it); empty when no step ran."""
         sums = torch.zeros(len(TRAIN_LOSSES) + 1, device=self.device) if self._loss_sums is None else self._loss_sums
         sums, self._loss_sums = self.trainer.strategy.reduce(sums, reduce_op="sum").cpu(), None
-        losses = dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
-        if self.trainer.is_global_zero:
-            append_results_row(path, results_row(self.current_epoch, self.global_step, result.metrics, losses, lr))
+        return dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
 
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
@@ -254,7 +252,9 @@ class CenterNetModule(pl.LightningModule):
         if not opt.lr_batch_size:
             return opt.lr
         trainer = self.trainer
-        total = trainer.datamodule.hparams.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        total = trainer.train_dataloader.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         return opt.lr * total / opt.lr_batch_size
 
     def configure_optimizers(self):

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from detector.checkpoint import CheckpointError, check_network, load_checkpoint
 from detector.data.datamodule import DetectionDataModule
 from detector.plots import save_evaluation_plots
-from detector.training.callbacks import LastCheckpoint, ValidateLastEpoch
+from detector.training.callbacks import LastCheckpoint, ResultsFiles, ValidateLastEpoch
 from detector.training.configs import DEFAULT_CONFIG, config_path
 from detector.training.module import CenterNetModule
 from detector.training.naming import run_name
@@ -32,6 +32,7 @@ class DetectorCLI(LightningCLI):
         parser.link_arguments("data.class_names", "model.class_names", apply_on="instantiate")
         parser.link_arguments("data.category_ids", "model.category_ids", apply_on="instantiate")
         parser.link_arguments("data.input_size", "model.input_size")
+        parser.link_arguments("data.dataset", "model.voc07", compute_fn=is_voc)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/AP", "checkpoint.mode": "max", "checkpoint.save_last": False,
@@ -66,12 +67,17 @@ class DetectorCLI(LightningCLI):
             init.name = run_name(self.config.get("name"), init.name, self.config.data.as_dict())
 
 
+def is_voc(dataset: str) -> bool:
+    """Whether validation computes the VOC07 mAP too (``model.voc07``, linked from ``data.dataset``)."""
+    return dataset == "voc"
+
+
 def trainer_defaults() -> dict:
     return {
         "default_root_dir": "runs",
         "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
                    "init_args": {"save_dir": "runs", "name": "synthetic"}},
-        "callbacks": [LearningRateMonitor(logging_interval="step"), ValidateLastEpoch()],
+        "callbacks": [LearningRateMonitor(logging_interval="step"), ValidateLastEpoch(), ResultsFiles()],
     }
 
 
