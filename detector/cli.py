@@ -86,8 +86,7 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
 
     args = list(sys.argv[1:] if args is None else args)
     path = _argument_value(args, "--checkpoint")
-    wants_help = bool({"-h", "--help"} & set(args))
-    parser = eval_parser(load_checkpoint(path) if path and not wants_help else None, prog=command_name("eval"))
+    parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
@@ -110,7 +109,8 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     parser = ArgumentParser(prog=prog, description=(
         "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
         "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
-        "for your own COCO-format split)."))
+        "for your own COCO-format split). The --data.* defaults are the checkpoint's: --checkpoint X --help "
+        "shows them."))
     parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt written by centernet train")
     parser.add_class_arguments(DetectionDataModule, "data", skip=TRAIN_ONLY_DATA_OPTIONS)
     parser.add_argument("--flip_test", type=bool, default=False, help="average each image with its mirror")
@@ -124,8 +124,10 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
     parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
     parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp to split the set over --devices")
-    if checkpoint is not None:
-        known = parser.get_defaults().data
+    known = parser.get_defaults().data
+    if checkpoint is None:  # no default to show: each is the checkpoint's
+        parser.set_defaults({f"data.{k}": argparse.SUPPRESS for k in known.keys()})
+    else:
         parser.set_defaults({f"data.{k}": v for k, v in training_data_options(checkpoint).items() if k in known})
     return parser
 

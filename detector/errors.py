@@ -38,3 +38,7 @@ class ExportError(DetectorError, OSError):
 
 class QuantizationError(DetectorError, RuntimeError):
     """int8 cannot run here (missing onnxruntime, a GPU device, no calibration images); the message says why."""
+
+
+class OptionError(DetectorError, ValueError):
+    """A command-line option the command refuses; the message names it and the option to use instead."""

@@ -143,6 +143,44 @@ def test_demo_of_a_missing_source_prints_one_error_line(tmp_path):
     assert_one_error_line(result, "no.mp4 does not exist")
 
 
+@pytest.mark.parametrize("flag", [["--optimizer", "SGD"], ["--lr_scheduler=StepLR"],
+                                  ["--optimizer.init_args.lr", "0.1"]])
+def test_lightnings_optimizer_flags_are_refused_in_one_line_naming_model_optim(flag, capsys):
+    """They would replace model.optim silently (its scaling, warmup and milestones lost)."""
+    from detector import cli
+
+    assert cli.run("train", ["--trainer.max_epochs", "1", *flag]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "--model.optim" in errors[0], errors
+    assert flag[0].split("=")[0] in errors[0]
+
+
+def eval_help(capsys, *args):
+    from detector import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run("eval", [*args, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    start = text.rindex("--data.dataset {")  # its help entry, after the usage lines
+    return text[start:text.index("--data.root ROOT", start)]
+
+
+def test_eval_help_shows_the_checkpoints_data_as_the_defaults(tmp_path, capsys):
+    """Without a checkpoint no dataset default is claimed; with one, its training data are the defaults shown."""
+    import torch
+
+    from detector.checkpoint import ModelDescription
+
+    assert "default:" not in eval_help(capsys)
+    description = ModelDescription(num_classes=1, class_names=["a"], category_ids=[1], input_size=64, neck="lean",
+                                   head_channels=8)
+    path = tmp_path / "voc.ckpt"
+    torch.save({"detector": description.to_dict(), "state_dict": {},
+                "datamodule_hyper_parameters": {"dataset": "voc", "root": str(tmp_path)}}, path)
+    assert "default: voc" in eval_help(capsys, "--checkpoint", str(path))
+
+
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
     from detector import cli
 

@@ -15,6 +15,7 @@ from pytorch_lightning.cli import LightningCLI
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from detector.checkpoint import CheckpointError, check_network, load_checkpoint
+from detector.errors import OptionError
 from detector.data.datamodule import DetectionDataModule
 from detector.plots import save_evaluation_plots
 from detector.training.callbacks import LastCheckpoint, ResultsFiles, ValidateLastEpoch
@@ -22,6 +23,10 @@ from detector.training.configs import DEFAULT_CONFIG, config_path
 from detector.training.module import CenterNetModule
 from detector.training.naming import run_name
 from detector.training.quiet import EPOCH_LINE, quiet_lightning
+
+
+# LightningCLI's optimiser flags, which bypass model.optim: refused (refuse_lightning_optimizer_flags).
+LIGHTNING_OPTIMIZER_FLAGS = ("--optimizer", "--lr_scheduler")
 
 
 class DetectorCLI(LightningCLI):
@@ -133,6 +138,17 @@ def _with_packaged_configs(args: list[str]) -> list[str]:
     return out
 
 
+def refuse_lightning_optimizer_flags(args: list[str]) -> None:
+    """LightningCLI's ``--optimizer`` and ``--lr_scheduler`` would replace ``model.optim`` silently (its learning-rate
+    scaling, warmup and milestones lost): the run has none (``auto_configure_optimizers=False``) and says which
+    options to use instead, in one line."""
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.split(".", 1)[0] in LIGHTNING_OPTIMIZER_FLAGS:
+            raise OptionError(f"{flag}: the optimiser and its learning-rate schedule are set by --model.optim.* "
+                              "(lr, lr_batch_size, weight_decay, schedule, milestones, gamma, warmup_epochs)")
+
+
 def train(args: list[str], prog: str = "centernet train") -> DetectorCLI:
     """Parse ``args`` (the ``tools/train.py`` command line), train, then validate the best checkpoint (or the last,
     with ``--report_checkpoint last``).
@@ -141,6 +157,7 @@ def train(args: list[str], prog: str = "centernet train") -> DetectorCLI:
     ``prog`` names the command in the usage line. Returns the CLI with ``best_checkpoint`` and ``last_checkpoint``
     set (paths or None).
     """
+    refuse_lightning_optimizer_flags(args)
     with quiet_lightning():
         return _train(args, prog)
 
@@ -151,7 +168,7 @@ def _train(args: list[str], prog: str) -> DetectorCLI:
         defaults["default_config_files"] = [str(config_path(DEFAULT_CONFIG))]
     cli = DetectorCLI(CenterNetModule, DetectionDataModule, run=False, args=_with_packaged_configs(args),
                       save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
-                      parser_kwargs=defaults)
+                      parser_kwargs=defaults, auto_configure_optimizers=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer, model))
     callback = trainer.checkpoint_callback
