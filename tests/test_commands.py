@@ -192,6 +192,19 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
         cli.run("export", [])
 
 
+def test_the_python_names_the_readme_shows_exist():
+    """Every ``from detector... import ...`` of the README (its code blocks and inline code) imports."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    statements = re.findall(r"from (detector[\w.]*) import ([\w, ]+)", text)
+    assert ("detector.training.evaluate", "evaluate") in statements
+    for module, names in statements:
+        imported = import_module(module)
+        for name in names.split(","):
+            assert hasattr(imported, name.strip()), f"README: from {module} import {name.strip()}"
+
+
 # configs -----------------------------------------------------------------------------------------------------------
 
 def packaged():
