@@ -1,9 +1,11 @@
-"""Reading checkpoints safely: ``weights_only=True`` always, and a clear error for anything that is not ours.
+"""Checkpoints: read safely (``weights_only=True``, a clear error for others), described, and built into networks.
 
 A training checkpoint (Lightning's file) carries, under the key ``"detector"``, a :class:`ModelDescription` of the
 network as a dict of plain Python values (written by ``to_dict``, read by ``from_dict``, both below: number and
 names of classes, category ids, input size, neck, head width, stride, normalisation) and the weights under
-``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file.
+``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file:
+:func:`build_model`, the one place a network is built (the predictor, export, the training module and the
+evaluation run all call it).
 """
 from __future__ import annotations
 

@@ -60,6 +60,21 @@ def test_drawing_takes_detections_not_a_model():
         "detector.detections", "detector.images", "detector.preprocess"}
 
 
+def test_one_way_to_build_the_network_checkpoint_build_model():
+    """Outside the network's own package, only ``checkpoint.build_model`` constructs a ``CenterNet``: the predictor,
+    export, the training module and the evaluation run build theirs through it."""
+    builders = []
+    for path in sorted((ROOT / "detector").rglob("*.py")):
+        if "model" in path.relative_to(ROOT / "detector").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "CenterNet":
+                builders.append(path.relative_to(ROOT).as_posix())
+    assert builders == ["detector/checkpoint.py"]
+    users = {p.relative_to(ROOT).as_posix() for p in (ROOT / "detector").rglob("*.py") if "build_model(" in p.read_text()}
+    assert {"detector/training/module.py", "detector/training/evaluate.py"} <= users
+
+
 def test_training_does_not_import_the_demo_loop():
     assert "detector.demo" not in modules_after("import detector.training.module, detector.training.run, detector.training.evaluate")
 
