@@ -40,7 +40,7 @@ from detector.data import AugmentOptions, DetectionDataModule
 from detector.evaluation import coco_evaluate, detections_to_coco
 from detector.inference.pipeline import detect
 from detector.model.fuse import prepare_for_inference
-from detector.module import CenterNetModule, OptimOptions
+from detector.training.module import CenterNetModule, OptimOptions
 
 BASE = {"model": {"neck": "lean", "radius": "paper"}, "augment": {"kind": "paper"}}
 ARMS = {  # name -> what differs from BASE

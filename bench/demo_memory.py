@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from detector.demo.loop import DemoOptions, run_demo  # noqa: E402
 from detector.demo.outputs import open_sink  # noqa: E402
-from detector.module import CenterNetModule  # noqa: E402
+from detector.training.module import CenterNetModule  # noqa: E402
 from detector.inference.detectors import Detector  # noqa: E402
 from detector.inference.sources import open_source  # noqa: E402
 

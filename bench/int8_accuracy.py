@@ -22,7 +22,7 @@ import time
 import torch
 
 from detector import Detector
-from detector.api import training_data_options
+from detector.training.evaluate import training_data_options
 from detector.checkpoint import load_checkpoint
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import Evaluator

@@ -1,9 +1,11 @@
-"""Reading checkpoints safely: ``weights_only=True`` always, and a clear error for anything that is not ours.
+"""Checkpoints: read safely (``weights_only=True``, a clear error for others), described, and built into networks.
 
 A training checkpoint (Lightning's file) carries, under the key ``"detector"``, a :class:`ModelDescription` of the
 network as a dict of plain Python values (written by ``to_dict``, read by ``from_dict``, both below: number and
 names of classes, category ids, input size, neck, head width, stride, normalisation) and the weights under
-``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file.
+``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file:
+:func:`build_model`, the one place a network is built (the predictor, export, the training module and the
+evaluation run all call it).
 """
 from __future__ import annotations
 
@@ -91,18 +93,37 @@ def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
-def build_model(checkpoint: dict) -> CenterNet:
-    """A ``CenterNet`` in eval mode with the checkpoint's architecture and weights (no backbone download)."""
-    info = read_description(checkpoint)
-    model = CenterNet(info.num_classes, neck=info.neck, weights=None, head_channels=info.head_channels)
+def build_model(source: dict | ModelDescription, weights: str | None = None) -> CenterNet:
+    """The one way to build the network: of a checkpoint or of a description.
+
+    ``source`` a checkpoint (:func:`load_checkpoint`): its architecture and trained weights, in eval mode (no backbone
+    download). ``source`` a :class:`ModelDescription`: a new network to train, its backbone initialised from
+    ``weights`` (``imagenet``, a local ``.pth`` file, or None for random).
+    """
+    if isinstance(source, ModelDescription):
+        return CenterNet(source.num_classes, neck=source.neck, weights=weights, head_channels=source.head_channels)
+    info = read_description(source)
+    model = build_model(info)
     try:
-        model.load_state_dict(model_state(checkpoint))
+        model.load_state_dict(model_state(source))
     except RuntimeError as error:
         raise CheckpointError(
             f"the checkpoint's weights do not fit the current {info.neck} network ({str(error).splitlines()[0]}). "
             "Lean checkpoints written before the network gained depthwise-separable heads (2026-11-23) must be "
             "retrained.") from error
     return model.eval()
+
+
+def load_fitting_weights(model: CenterNet, checkpoint: dict, class_names: list[str]) -> tuple[int, int, bool]:
+    """Copy into ``model`` every weight of ``checkpoint`` that fits (fine-tuning, ``--model.init_from``); the class
+    heatmap head only when the checkpoint has the same ``class_names``. Returns (tensors copied, tensors of the
+    model, same classes)."""
+    same_classes = read_description(checkpoint).class_names == list(class_names)
+    own = model.state_dict()
+    kept = {k: v for k, v in model_state(checkpoint).items()
+            if (same_classes or not k.startswith("head.heatmap.")) and k in own and own[k].shape == v.shape}
+    model.load_state_dict(kept, strict=False)
+    return len(kept), len(own), same_classes
 
 
 def check_classes(checkpoint: dict, class_names: list[str], source: str) -> None:

@@ -30,6 +30,8 @@ USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet 
 # folding of the slices in the decoding is skipped.
 EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The feature will be removed",
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
+# Data options that only shape the training augmentation (the ``augment`` group): the evaluation does not offer them.
+TRAIN_ONLY_DATA_OPTIONS = {"augment"}
 
 
 def command_name(command: str) -> str:
@@ -44,8 +46,8 @@ def command_name(command: str) -> str:
 
 
 def train_main(args: list[str] | None = None):
-    """``centernet train``: LightningCLI over ``detector.api.train``; prints the report. Returns the CLI."""
-    from detector.api import train
+    """``centernet train``: LightningCLI over ``detector.training.run.train``; prints the report. Returns the CLI."""
+    from detector.training.run import train
 
     cli = train(list(sys.argv[1:] if args is None else args), prog=command_name("train"))
     _print_train_report(cli)
@@ -73,19 +75,18 @@ def _print_train_report(cli) -> None:
 
 
 def eval_main(args: list[str] | None = None) -> dict[str, float]:
-    """``centernet eval``: ``detector.api.evaluate`` with the command line's options; prints the table.
+    """``centernet eval``: ``detector.training.evaluate.evaluate`` with the command line's options; prints the table.
 
     Returns the metrics as logged (``val/AP``, ``val/images``, ...), 0..1.
     """
     from pytorch_lightning.utilities import rank_zero_only
 
-    from detector.api import eval_output_folder, eval_parser, evaluate
     from detector.checkpoint import load_checkpoint
+    from detector.training.evaluate import eval_output_folder, evaluate
 
     args = list(sys.argv[1:] if args is None else args)
     path = _argument_value(args, "--checkpoint")
-    wants_help = bool({"-h", "--help"} & set(args))
-    parser = eval_parser(load_checkpoint(path) if path and not wants_help else None, prog=command_name("eval"))
+    parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
@@ -97,6 +98,38 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
             print(f"detections written to {config.results}")
         print(f"results.csv, PR curves and confusion matrix written to {output}")
     return {f"val/{name}": value for name, value in result.metrics.items()}
+
+
+def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") -> ArgumentParser:
+    """The options of ``detector.training.evaluate.evaluate``; the ``--data.*`` defaults are the checkpoint's
+    training data if given."""
+    from detector.data.datamodule import DetectionDataModule
+    from detector.training.evaluate import training_data_options
+
+    parser = ArgumentParser(prog=prog, description=(
+        "Evaluate a checkpoint with the COCO metric (and VOC07 mAP on VOC). The dataset defaults to the one the "
+        "checkpoint was trained on; any --data.* option overrides it (e.g. --data.val_json/--data.val_images "
+        "for your own COCO-format split). The --data.* defaults are the checkpoint's: --checkpoint X --help "
+        "shows them."))
+    parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt written by centernet train")
+    parser.add_class_arguments(DetectionDataModule, "data", skip=TRAIN_ONLY_DATA_OPTIONS)
+    parser.add_argument("--flip_test", type=bool, default=False, help="average each image with its mirror")
+    parser.add_argument("--nms_iou", type=float | None, default=None, help="class-wise NMS IoU after decoding")
+    parser.add_argument("--results", type=str | None, default=None,
+                        help="write the detections here as a COCO results json (dataset category ids)")
+    parser.add_argument("--output", type=str | None, default=None,
+                        help="folder for results.csv, PR_curve.png and the confusion matrix (default: a new val, "
+                             "val2, ... folder in the checkpoint's run folder)")
+    parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, auto, ...")
+    parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
+    parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
+    parser.add_argument("--strategy", type=str, default="auto", help="e.g. ddp to split the set over --devices")
+    known = parser.get_defaults().data
+    if checkpoint is None:  # no default to show: each is the checkpoint's
+        parser.set_defaults({f"data.{k}": argparse.SUPPRESS for k in known.keys()})
+    else:
+        parser.set_defaults({f"data.{k}": v for k, v in training_data_options(checkpoint).items() if k in known})
+    return parser
 
 
 def _argument_value(args: list[str], name: str) -> str | None:

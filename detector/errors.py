@@ -42,3 +42,7 @@ class QuantizationError(DetectorError, RuntimeError):
 
 class DeviceError(DetectorError, ValueError):
     """A torch device that is not there (or not a device); the message names the flag or argument and the fix."""
+
+
+class OptionError(DetectorError, ValueError):
+    """A command-line option the command refuses; the message names it and the option to use instead."""

@@ -17,7 +17,7 @@ from detector.checkpoint import load_checkpoint
 from detector.data.synthetic import SYNTHETIC_CLASSES
 from detector.images import read_image
 from detector.inference.pipeline import bf16_supported
-from detector.module import CenterNetModule
+from detector.training.module import CenterNetModule
 from detector.preprocess import letterbox, unletterbox_boxes
 
 ROOT = Path(__file__).resolve().parent.parent

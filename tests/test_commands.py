@@ -4,6 +4,7 @@ errors, and the configs shipped inside the package."""
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -41,7 +42,8 @@ def test_importing_the_detector_loads_no_lightning_albumentations_or_pycocotools
 def test_the_demo_imports_no_training_and_inference_no_data():
     loaded = modules_after("import detector.demo, detector.inference.export, detector.inference.detectors, "
                            "detector.visualize")
-    assert not loaded & {"detector.module", "detector.callbacks", "detector.api", *HEAVY}
+    assert not any(name.startswith("detector.training") for name in loaded)
+    assert not loaded & set(HEAVY)
     assert not any(name.startswith("detector.data") for name in loaded)
 
 
@@ -59,13 +61,28 @@ def test_drawing_takes_detections_not_a_model():
         "detector.detections", "detector.images", "detector.preprocess"}
 
 
+def test_one_way_to_build_the_network_checkpoint_build_model():
+    """Outside the network's own package, only ``checkpoint.build_model`` constructs a ``CenterNet``: the predictor,
+    export, the training module and the evaluation run build theirs through it."""
+    builders = []
+    for path in sorted((ROOT / "detector").rglob("*.py")):
+        if "model" in path.relative_to(ROOT / "detector").parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "CenterNet":
+                builders.append(path.relative_to(ROOT).as_posix())
+    assert builders == ["detector/checkpoint.py"]
+    users = {p.relative_to(ROOT).as_posix() for p in (ROOT / "detector").rglob("*.py") if "build_model(" in p.read_text()}
+    assert {"detector/training/module.py", "detector/training/evaluate.py"} <= users
+
+
 def test_training_does_not_import_the_demo_loop():
-    loaded = modules_after("import detector.module, detector.api")
+    loaded = modules_after("import detector.training.module, detector.training.run, detector.training.evaluate")
     assert not any(name == "detector.demo" or name.startswith("detector.demo.") for name in loaded)
 
 
 def test_inference_imports_no_demo_training_data_or_commands():
-    forbidden = ("detector.demo", "detector.module", "detector.callbacks", "detector.api", "detector.data",
+    forbidden = ("detector.demo", "detector.training", "detector.data",
                  "detector.cli", "detector.check", "detector.evaluation", "detector.plots")
     for path in sorted((ROOT / "detector" / "inference").glob("*.py")):
         wrong = {name for name in package_imports(path) if name in forbidden or name.startswith(
@@ -153,6 +170,44 @@ def test_demo_of_a_missing_source_prints_one_error_line(tmp_path):
     assert_one_error_line(result, "no.mp4 does not exist")
 
 
+@pytest.mark.parametrize("flag", [["--optimizer", "SGD"], ["--lr_scheduler=StepLR"],
+                                  ["--optimizer.init_args.lr", "0.1"]])
+def test_lightnings_optimizer_flags_are_refused_in_one_line_naming_model_optim(flag, capsys):
+    """They would replace model.optim silently (its scaling, warmup and milestones lost)."""
+    from detector import cli
+
+    assert cli.run("train", ["--trainer.max_epochs", "1", *flag]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "--model.optim" in errors[0], errors
+    assert flag[0].split("=")[0] in errors[0]
+
+
+def eval_help(capsys, *args):
+    from detector import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.run("eval", [*args, "--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    start = text.rindex("--data.dataset {")  # its help entry, after the usage lines
+    return text[start:text.index("--data.root ROOT", start)]
+
+
+def test_eval_help_shows_the_checkpoints_data_as_the_defaults(tmp_path, capsys):
+    """Without a checkpoint no dataset default is claimed; with one, its training data are the defaults shown."""
+    import torch
+
+    from detector.checkpoint import ModelDescription
+
+    assert "default:" not in eval_help(capsys)
+    description = ModelDescription(num_classes=1, class_names=["a"], category_ids=[1], input_size=64, neck="lean",
+                                   head_channels=8)
+    path = tmp_path / "voc.ckpt"
+    torch.save({"detector": description.to_dict(), "state_dict": {},
+                "datamodule_hyper_parameters": {"dataset": "voc", "root": str(tmp_path)}}, path)
+    assert "default: voc" in eval_help(capsys, "--checkpoint", str(path))
+
+
 def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
     from detector import cli
 
@@ -164,10 +219,23 @@ def test_unexpected_exceptions_keep_their_traceback(monkeypatch, capsys):
         cli.run("export", [])
 
 
+def test_the_python_names_the_readme_shows_exist():
+    """Every ``from detector... import ...`` of the README (its code blocks and inline code) imports."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    statements = re.findall(r"from (detector[\w.]*) import ([\w, ]+)", text)
+    assert ("detector.training.evaluate", "evaluate") in statements
+    for module, names in statements:
+        imported = import_module(module)
+        for name in names.split(","):
+            assert hasattr(imported, name.strip()), f"README: from {module} import {name.strip()}"
+
+
 # configs -----------------------------------------------------------------------------------------------------------
 
 def packaged():
-    from detector.api import packaged_configs
+    from detector.training.configs import packaged_configs
 
     return packaged_configs()
 
@@ -181,15 +249,57 @@ PACKAGED = ["coco_resnet18.yaml", "synthetic.yaml", "voc_resnet18.yaml", "paper/
             "paper/voc_resnet18_deconv_384.yaml"]
 
 
-def test_the_configs_ship_in_the_package_and_the_top_level_copies_are_identical():
+def test_the_packaged_configs_are_the_top_level_configs_folder():
     names = [relative(path) for path in packaged()]
     assert names == PACKAGED
-    top = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
-    assert top + sorted(f"paper/{p.name}" for p in (ROOT / "configs" / "paper").glob("*.yaml")) == names
+    assert not (ROOT / "detector" / "configs").exists(), "one config tree: configs/ (shipped as detector.configs)"
     for path in packaged():
-        assert (ROOT / "configs" / relative(path)).read_bytes() == path.read_bytes(), (
-            f"configs/{relative(path)} differs from detector/configs/{relative(path)} (the source of truth): "
-            "copy it over")
+        assert path.read_bytes() == (ROOT / "configs" / relative(path)).read_bytes()
+
+
+def test_the_installed_package_finds_its_configs_with_importlib_resources():
+    """The current install (editable, or a wheel in CI's place) ships configs/ as ``detector.configs``."""
+    from importlib import resources
+
+    folder = resources.files("detector.configs")  # ModuleNotFoundError: an install older than this tree (pip install -e .)
+    for name in PACKAGED:
+        file = folder
+        for part in name.split("/"):
+            file = file.joinpath(part)
+        assert file.is_file(), name
+
+
+def test_pyproject_lists_every_package_of_the_tree():
+    """pyproject.toml names the packages (to map configs/ into the package): a new folder of detector/ with an
+    __init__.py must be added there or the wheel would lack it."""
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    tree = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "detector").rglob("__init__.py")}
+    assert set(packages) == tree | {"detector.configs"}
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_configs_where_the_lookup_finds_them(tmp_path):
+    import zipfile
+
+    source = tmp_path / "source"  # a copy: the build writes build/ and *.egg-info beside the sources
+    for name in ("detector", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"detector/configs/{name}" for name in PACKAGED} <= names
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)  # a pure-Python wheel: its files as pip lays them out
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(installed))
+    code = "from detector.training.configs import config_path; print(config_path('synthetic.yaml'))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                           cwd=tmp_path)
+    assert found.returncode == 0, found.stderr[-3000:]
+    assert Path(found.stdout.strip()) == installed / "detector" / "configs" / "synthetic.yaml"
 
 
 @pytest.mark.parametrize("name", PACKAGED)
@@ -197,9 +307,9 @@ def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path)
     import pytorch_lightning as pl
     from jsonargparse import ArgumentParser
 
-    from detector.api import config_path
+    from detector.training.configs import config_path
     from detector.data import DetectionDataModule
-    from detector.module import CenterNetModule
+    from detector.training.module import CenterNetModule
 
     parser = ArgumentParser()
     parser.add_argument("--seed_everything", type=int | bool | None, default=None)
@@ -221,7 +331,7 @@ def test_every_config_parses_and_instantiates_the_model_and_data(name, tmp_path)
 
 
 def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
-    from detector.api import config_path
+    from detector.training.configs import config_path
 
     monkeypatch.chdir(tmp_path)  # no configs/ folder here: as after a plain pip install
     assert config_path("voc_resnet18.yaml") == config_path("configs/voc_resnet18.yaml")

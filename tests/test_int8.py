@@ -16,7 +16,7 @@ from detector import Detector
 from detector.boxes import iou_xyxy
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
-from detector.module import CenterNetModule
+from detector.training.module import CenterNetModule
 from detector.inference.detectors import OnnxDetector
 from detector.preprocess import normalize, to_chw_tensor
 from detector.errors import QuantizationError

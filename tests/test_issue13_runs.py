@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detector.api import run_name
+from detector.training.naming import run_name
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 2e-3  # synthetic.yaml's
@@ -166,7 +166,7 @@ def test_the_run_name_comes_from_what_the_run_trains(tmp_path):
 
 def test_init_from_keeps_the_heatmap_head_only_from_a_checkpoint_of_the_same_classes(tmp_path):
     """A fine-tune is how to get a fresh schedule (the resume line says so): on the same classes it loses nothing."""
-    from detector.module import CenterNetModule
+    from detector.training.module import CenterNetModule
 
     source = CenterNetModule(num_classes=2, class_names=["a", "b"], input_size=64)
     path = tmp_path / "source.ckpt"

@@ -4,7 +4,7 @@ import pytorch_lightning as pl
 import torch
 
 from detector.data import AugmentOptions, DetectionDataModule, synthetic_dataset
-from detector.module import CenterNetModule, OptimOptions
+from detector.training.module import CenterNetModule, OptimOptions
 
 
 class History(pl.Callback):

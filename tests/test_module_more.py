@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detector.data import AugmentOptions, DetectionDataModule, EvalTransform, Sample, collate_detection
-from detector.module import CenterNetModule, OptimOptions
+from detector.training.module import CenterNetModule, OptimOptions
 
 
 def crowd_batch(object_box, crowd_box):
@@ -52,9 +52,9 @@ def test_an_object_inside_a_crowd_region_keeps_its_peak():
 
 
 def fake_trainer(batch_size, world_size, accumulate):
-    return SimpleNamespace(datamodule=SimpleNamespace(hparams=SimpleNamespace(batch_size=batch_size)),
-                           world_size=world_size, accumulate_grad_batches=accumulate, train_dataloader=[],
-                           num_training_batches=30, estimated_stepping_batches=10, max_epochs=1)
+    return SimpleNamespace(train_dataloader=SimpleNamespace(batch_size=batch_size), world_size=world_size,
+                           accumulate_grad_batches=accumulate, num_training_batches=30, estimated_stepping_batches=10,
+                           max_epochs=1)
 
 
 @pytest.mark.parametrize("lr_batch_size, expected", [(16, 3e-3), (96, 5e-4), (None, 1e-3)])

@@ -104,7 +104,7 @@ def test_results_csv_rows_append_under_one_header(tmp_path):
 
 
 def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path):
-    from detector.api import eval_output_folder
+    from detector.training.evaluate import eval_output_folder
 
     checkpoint = tmp_path / "runs" / "version_0" / "checkpoints" / "best.ckpt"
     checkpoint.parent.mkdir(parents=True)
@@ -117,7 +117,7 @@ def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path)
 def test_importing_the_plots_loads_no_lightning_pycocotools_or_matplotlib():
     from test_commands import HEAVY, modules_after
 
-    heavy = {*HEAVY, "matplotlib", "detector.module", "detector.evaluation"}
+    heavy = {*HEAVY, "matplotlib", "detector.training.module", "detector.evaluation"}
     assert not modules_after("import detector.plots") & heavy
 
 

@@ -10,7 +10,7 @@ from detector import Detector
 from detector.checkpoint import CheckpointError
 from detector.images import ImageReadError
 from detector.inference.pipeline import detect
-from detector.module import CenterNetModule
+from detector.training.module import CenterNetModule
 from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 CLASS_NAMES = ["cat", "dog", "bird"]

@@ -19,7 +19,7 @@ from detector.data import DatasetError, VocDetection
 from detector.data.dataset import Sample
 from detector.data.transforms import EvalTransform, TrainTransform
 from detector.images import read_image
-from detector.module import CenterNetModule
+from detector.training.module import CenterNetModule
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from detector.cli import train_main
-from detector.module import check_schedule, lr_factor, scaled_milestones
+from detector.training.schedule import check_schedule, lr_factor, scaled_milestones
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -64,7 +64,7 @@ def test_the_option_groups_are_plain_dicts_in_the_checkpoint_and_nested_in_the_r
     """``model.optim`` and ``data.augment`` (dataclasses) are stored as dicts, so the file loads weights_only and
     rebuilds the modules; the run's config.yaml nests them as the packaged configs do (synthetic.yaml's values)."""
     from detector.data import DetectionDataModule
-    from detector.module import CenterNetModule
+    from detector.training.module import CenterNetModule
 
     tmp, cli = trained
     checkpoint = load_checkpoint(cli.last_checkpoint)  # weights_only=True
@@ -127,7 +127,7 @@ def test_eval_writes_results_with_dataset_category_ids(trained, tmp_path):
 
 
 def test_init_from_keeps_backbone_and_neck(trained):
-    from detector.module import CenterNetModule
+    from detector.training.module import CenterNetModule
 
     tmp, cli = trained
     source = cli.model.model

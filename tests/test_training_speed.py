@@ -5,9 +5,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from detector.api import config_path
-from detector.callbacks import ValidateLastEpoch
-from detector.module import CenterNetModule
+from detector.training.configs import config_path
+from detector.training.callbacks import ValidateLastEpoch
+from detector.training.module import CenterNetModule
 
 
 class Counting(pl.LightningModule):

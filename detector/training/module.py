@@ -1,26 +1,25 @@
-"""The LightningModule: orchestrates the plain ``CenterNet`` network, its loss, the optimiser and the metric."""
+"""The LightningModule: orchestrates a ``CenterNet`` network's loss, optimiser, logging and the evaluator calls."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, load_checkpoint, model_state, read_description
+from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, build_model, load_checkpoint, load_fitting_weights
 from detector.decode import decode
 from detector.evaluation import EvalResult, Evaluator
 from detector.inference.pipeline import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
-from detector.plots import RESULTS_CSV, TRAIN_LOSSES, append_results_row, results_row
+from detector.plots import TRAIN_LOSSES
 from detector.targets import RadiusRule, encode, ignore_regions
+from detector.training.schedule import check_schedule, lr_factor, training_steps
 from detector.visualize import prediction_grid
 
 
@@ -73,6 +72,7 @@ class CenterNetModule(pl.LightningModule):
             classes: a fine-tune with a new schedule). Step, epoch, optimiser and schedule start afresh.
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
             counted; after this many such steps in a row training stops with an error.
+        voc07: validation also computes the VOC07 mAP (linked from the data by the training run: true on VOC).
     """
 
     def __init__(
@@ -92,34 +92,42 @@ class CenterNetModule(pl.LightningModule):
         radius: RadiusRule = "elliptical",
         init_from: str | None = None,
         nonfinite_limit: int = 20,
+        voc07: bool = False,
     ):
         super().__init__()
         self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
         optim = dataclasses.asdict(self.optim)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
-        self.model = CenterNet(num_classes, neck=neck, weights=weights, head_channels=head_channels)
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
+        self.model = build_model(ModelDescription(
+            num_classes=num_classes, class_names=self.class_names, category_ids=self.category_ids,
+            input_size=input_size, neck=neck, head_channels=head_channels), weights=weights)
         if init_from:
             self._init_from(init_from)
         self.criterion = CenterNetLoss()
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
-        self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
         self.nonfinite_steps = 0  # skipped steps in this run
         self._nonfinite_streak = 0
-        self.results_path: str | None = None  # set by detector.api.evaluate to write the detections json
+        self.results_path: str | None = None  # set by detector.training.evaluate.evaluate to write the detections json
         self.last_result: EvalResult | None = None
         self.evaluator: Evaluator | None = None
         self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
 
+    @classmethod
+    def around(cls, network: CenterNet, description: ModelDescription, **options) -> CenterNetModule:
+        """A module orchestrating ``network`` (a checkpoint's, from ``checkpoint.build_model``), whose classes and
+        shape ``description`` gives; ``options``: the other arguments (``flip_test``, ``nms_iou``, ``voc07``...)."""
+        module = cls(num_classes=description.num_classes, class_names=description.class_names,
+                     category_ids=description.category_ids, input_size=description.input_size,
+                     neck=description.neck, head_channels=description.head_channels, **options)
+        module.model = network
+        return module
+
     def _init_from(self, path: str) -> None:
         """Every weight of ``path`` that fits; the class heatmap head only from a checkpoint of this run's classes."""
-        state, hp = load_checkpoint(path), self.hparams
-        same_classes = read_description(state).class_names == list(hp.class_names or map(str, range(hp.num_classes)))
-        own = self.model.state_dict()
-        kept = {k: v for k, v in model_state(state).items()
-                if (same_classes or not k.startswith("head.heatmap.")) and k in own and own[k].shape == v.shape}
-        self.model.load_state_dict(kept, strict=False)
+        kept, total, same_classes = load_fitting_weights(self.model, load_checkpoint(path), self.class_names)
         heads = "the same classes: the heatmap head too" if same_classes else "the class heatmap head is new"
-        rank_zero_info(f"initialised {len(kept)} of {len(own)} tensors from {path} ({heads})")
+        rank_zero_info(f"initialised {kept} of {total} tensors from {path} ({heads})")
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.model(images)
@@ -189,8 +197,7 @@ class CenterNetModule(pl.LightningModule):
     # validation -------------------------------------------------------------------------------------------------
 
     def on_validation_epoch_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        self.evaluator = Evaluator(datamodule.val_coco, self.category_ids, voc07=datamodule.hparams.dataset == "voc",
+        self.evaluator = Evaluator(self.trainer.datamodule.val_coco, self.category_ids, voc07=self.hparams.voc07,
                                    results_path=self.results_path, setting=self.eval_description())
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -219,28 +226,19 @@ class CenterNetModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        log_dir = self.trainer.log_dir if self.trainer.logger else None  # a collective under DDP: every rank asks
         self.evaluator.synchronize()
         self.last_result = result = self.evaluator.compute()
-        if log_dir and self.trainer.is_global_zero:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            (Path(log_dir) / "val_per_class_ap.txt").write_text(result.table(f"epoch {self.current_epoch}") + "\n")
-        if log_dir and self.trainer.state.fn == "fit":
-            self._append_results_row(Path(log_dir) / RESULTS_CSV, result)
         rank_zero_info(f"epoch {self.current_epoch} validation: " + "  ".join(
             f"{name} {100 * result.metrics[name]:.2f}" for name in ("AP", "AP50", "AP75")))
         for name, value in result.metrics.items():
             self.log(f"val/{name}", value, prog_bar=name in ("AP", "AP50"), rank_zero_only=False)
 
-    def _append_results_row(self, path: Path, result: EvalResult) -> None:
-        """A row of ``results.csv`` (``detector.plots``): the mean training losses since the previous row over every
-        rank (a collective under DDP), the learning rate and the metrics; rank 0 writes it."""
+    def take_train_losses(self) -> dict[str, float]:
+        """The mean training losses (``plots.TRAIN_LOSSES``) since the previous call, over every rank (a collective
+        under DDP: every rank calls it); empty when no step ran."""
         sums = torch.zeros(len(TRAIN_LOSSES) + 1, device=self.device) if self._loss_sums is None else self._loss_sums
         sums, self._loss_sums = self.trainer.strategy.reduce(sums, reduce_op="sum").cpu(), None
-        losses = dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self.trainer.optimizers else None
-        if self.trainer.is_global_zero:
-            append_results_row(path, results_row(self.current_epoch, self.global_step, result.metrics, losses, lr))
+        return dict(zip(TRAIN_LOSSES, (sums[:-1] / sums[-1]).tolist())) if sums[-1] > 0 else {}
 
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
@@ -254,7 +252,9 @@ class CenterNetModule(pl.LightningModule):
         if not opt.lr_batch_size:
             return opt.lr
         trainer = self.trainer
-        total = trainer.datamodule.hparams.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        total = trainer.train_dataloader.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         return opt.lr * total / opt.lr_batch_size
 
     def configure_optimizers(self):
@@ -293,79 +293,3 @@ class CenterNetModule(pl.LightningModule):
         return ModelDescription(num_classes=hp.num_classes, class_names=self.class_names,
                                 category_ids=self.category_ids, input_size=hp.input_size, neck=hp.neck,
                                 head_channels=hp.head_channels, stride=self.model.stride)
-
-
-def training_steps(trainer: pl.Trainer) -> tuple[int, float]:
-    """(optimiser steps per epoch, optimiser steps of the whole run) from the training loader.
-
-    Steps per epoch are the loader's batches (after ``limit_train_batches``) over gradient accumulation; the run's
-    total is whatever bounds it first, ``max_epochs`` or ``max_steps`` (``inf`` when neither does).
-    """
-    if trainer.train_dataloader is None:
-        trainer.fit_loop.setup_data()  # what estimated_stepping_batches does, except for max_epochs -1
-    total = trainer.estimated_stepping_batches
-    batches = trainer.num_training_batches
-    if math.isinf(batches):
-        raise ValueError("the learning-rate schedule needs a training loader with a length")
-    return max(1, math.ceil(batches / trainer.accumulate_grad_batches)), total
-
-
-def check_schedule(schedule: str, milestones: list[int], steps_per_epoch: int, total_steps: float) -> None:
-    """Refuse a schedule that cannot do what it says: a cosine without an end, a step drop after the run's end."""
-    epochs = total_steps / steps_per_epoch
-    if schedule == "cosine" and math.isinf(total_steps):
-        raise ValueError("model.optim.schedule cosine needs a bounded run: set --trainer.max_epochs or "
-                         "--trainer.max_steps")
-    if schedule != "step":
-        return
-    late = [m for m in milestones if m * steps_per_epoch >= total_steps]
-    if late:
-        raise ValueError(
-            f"model.optim.milestones {list(milestones)}: the run ends after {epochs:.4g} epochs ({total_steps} steps "
-            f"of {steps_per_epoch} per epoch), so the drops at epochs {late} would never happen; give milestones below "
-            f"{epochs:.4g} (e.g. --model.optim.milestones '{scaled_milestones(milestones, epochs)}') or lengthen the "
-            "run")
-
-
-def scaled_milestones(milestones: list[int], epochs: float) -> list[int]:
-    """The milestones moved into a run of ``epochs``, at the fractions the paper's recipes use (the last drop 6/7 of
-    the way: COCO 90 and 120 of 140 epochs, VOC 45 and 60 of 70)."""
-    end = max(milestones) * 7 / 6
-    return sorted({max(1, min(math.ceil(epochs) - 1, round(m * epochs / end))) for m in milestones})
-
-
-def lr_factor(schedule: str, milestones: list[int], gamma: float, warmup_epochs: float, steps_per_epoch: int,
-              total_steps: float) -> LrFactor:
-    """The multiplier of the base learning rate at optimiser step ``step`` (0-based): an :class:`LrFactor`.
-
-    Warmup: linear from 0.1 to 1 over ``warmup_epochs * steps_per_epoch`` steps. ``step``: times ``gamma`` for each
-    milestone epoch reached (from step ``m * steps_per_epoch`` on). ``cosine``: half a cosine from 1 at the end of
-    the warmup to 0 at ``total_steps``.
-    """
-    return LrFactor(schedule, list(milestones), gamma, warmup_epochs, steps_per_epoch, total_steps)
-
-
-@dataclass
-class LrFactor:
-    """The schedule as plain values: ``LambdaLR`` saves a callable object's fields in the checkpoint and restores
-    them on resume, so a resumed run keeps the schedule it started with (its length included) whatever the new
-    command's ``max_epochs``."""
-
-    schedule: str
-    milestones: list[int]
-    gamma: float
-    warmup_epochs: float
-    steps_per_epoch: int
-    total_steps: float
-
-    def __call__(self, step: int) -> float:
-        warmup_steps = self.warmup_epochs * self.steps_per_epoch
-        warm = 0.1 + 0.9 * step / warmup_steps if step < warmup_steps else 1.0
-        if self.schedule == "step":
-            return warm * self.gamma ** sum(step >= m * self.steps_per_epoch for m in self.milestones)
-        progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, self.total_steps - warmup_steps)))
-        return warm * 0.5 * (1 + math.cos(math.pi * progress))
-
-    def describe(self) -> str:
-        drops = f", x{self.gamma:g} at epochs {self.milestones}" if self.schedule == "step" else ""
-        return f"{self.schedule} over {self.total_steps:g} steps of {self.steps_per_epoch} per epoch{drops}"

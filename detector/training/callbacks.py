@@ -1,9 +1,11 @@
-"""Training callbacks of the detector."""
+"""The training run's callbacks: last.ckpt, the last epoch validated, and the run folder's per-validation files."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytorch_lightning as pl
+
+from detector.plots import RESULTS_CSV, append_results_row, results_row
 
 
 class LastCheckpoint(pl.Callback):
@@ -65,3 +67,25 @@ class ValidateLastEpoch(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
         if self._every is not None:
             trainer.check_val_every_n_epoch, self._every = self._every, None
+
+
+class ResultsFiles(pl.Callback):
+    """After each validation with a logger, into its run folder: ``val_per_class_ap.txt`` (the last table) and,
+    while fitting, a row of ``results.csv`` (``detector.plots``: epoch, step, learning rate, the mean training losses
+    since the previous row over every rank, the metrics). Rank 0 writes; every rank takes part in the collectives."""
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        result = pl_module.last_result
+        if trainer.sanity_checking or result is None or not trainer.logger:
+            return
+        log_dir = Path(trainer.log_dir)  # a collective under DDP: every rank asks
+        if trainer.is_global_zero:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            (log_dir / "val_per_class_ap.txt").write_text(result.table(f"epoch {trainer.current_epoch}") + "\n")
+        if trainer.state.fn != "fit":
+            return
+        losses = pl_module.take_train_losses()  # a collective too
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        if trainer.is_global_zero:
+            row = results_row(trainer.current_epoch, trainer.global_step, result.metrics, losses, lr)
+            append_results_row(log_dir / RESULTS_CSV, row)

@@ -1,0 +1,73 @@
+"""The evaluation run: a checkpoint validated by Lightning's Trainer (devices, DDP, precision) on a data split."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from detector.checkpoint import build_model, check_classes, load_checkpoint, read_description
+from detector.data.datamodule import DetectionDataModule
+from detector.evaluation import EvalResult
+from detector.plots import save_evaluation
+from detector.training.module import CenterNetModule
+from detector.training.quiet import EPOCH_LINE, quiet_lightning
+
+
+def training_data_options(checkpoint: dict) -> dict[str, Any]:
+    """The data module arguments a checkpoint was trained with (empty for a checkpoint without them)."""
+    return dict(checkpoint.get("datamodule_hyper_parameters", {}))
+
+
+def eval_output_folder(checkpoint: str | Path) -> Path:
+    """Where ``centernet eval`` writes its files by default: a new folder ``val`` in the checkpoint's run folder
+    (``runs/synthetic/version_0/val`` for ``runs/synthetic/version_0/checkpoints/x.ckpt``, the checkpoint's own
+    folder otherwise), ``val2``, ``val3``, ... when it exists, as ultralytics numbers its runs."""
+    parent = Path(checkpoint).resolve().parent
+    run = parent.parent if parent.name == "checkpoints" else parent
+    folder, number = run / "val", 2
+    while folder.exists():
+        folder, number = run / f"val{number}", number + 1
+    return folder
+
+
+def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_test: bool = False,
+             nms_iou: float | None = None, results: str | Path | None = None, accelerator: str = "auto",
+             devices: int = 1, strategy: str = "auto", precision: str | None = None,
+             output: str | Path | None = None) -> EvalResult:
+    """Evaluate ``checkpoint`` on a validation split with the COCO metric (and VOC07 mAP on VOC).
+
+    Args:
+        checkpoint: a ``.ckpt`` written by training.
+        data: ``DetectionDataModule`` arguments, over those the checkpoint was trained with (default: its
+            validation split, letterboxed at its input size).
+        flip_test: average each image with its mirror. nms_iou: class-wise NMS after decoding.
+        results: write the detections here as a COCO results json (the dataset's category ids).
+        output: write ``results.csv`` (this evaluation's row), ``PR_curve.png`` and ``confusion_matrix.png/.csv``
+            into this folder (``detector.plots``; :func:`eval_output_folder` is the command's default). None: no files.
+        accelerator, devices, strategy, precision: Lightning's; ``strategy="ddp"`` splits the images over
+            ``devices`` processes, each image counted once.
+
+    Returns the :class:`EvalResult` (on every process). Raises :class:`CheckpointError` for a checkpoint that is not
+    ours or was trained on other classes, ``DatasetError`` for unusable data.
+    """
+    state = load_checkpoint(checkpoint)
+    known = inspect.signature(DetectionDataModule).parameters
+    options = {k: v for k, v in training_data_options(state).items() if k in known}
+    options.update(data or {})
+    datamodule = DetectionDataModule(**options)
+    datamodule.setup("validate")
+    check_classes(state, datamodule.class_names, "the evaluation dataset")
+    description = replace(read_description(state), category_ids=datamodule.category_ids)
+    model = CenterNetModule.around(build_model(state), description, flip_test=flip_test, nms_iou=nms_iou,
+                                   voc07=options.get("dataset") == "voc")
+    model.results_path = str(results) if results else None
+    with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table
+        trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
+                             precision=precision, default_root_dir=str(Path(checkpoint).parent))
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+    if output is not None and trainer.is_global_zero:
+        save_evaluation(model.last_result, output, state.get("epoch"), state.get("global_step"))
+    return model.last_result
