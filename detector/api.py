@@ -152,7 +152,7 @@ def own_data_name(dataset: str, root: str | None, train_json: str | None) -> str
         return Path(root).stem
     if train_json:
         return Path(train_json).stem
-    if dataset == "voc" and root and voc_layout(root) == "folder":
+    if dataset == "voc" and root and voc_layout(root) in ("folder", "labelimg"):
         return Path(root).resolve().name
     return None
 
@@ -328,6 +328,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
     datamodule = DetectionDataModule(**{**options, **(data or {})})
+    datamodule.restore_split(state)  # a validation split held out at training: the same images
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
     info = read_description(state)

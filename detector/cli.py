@@ -46,8 +46,9 @@ def command_name(command: str) -> str:
 def train_main(args: list[str] | None = None):
     """``centernet train``: LightningCLI over ``detector.api.train``; prints the report. Returns the CLI."""
     from detector.api import train
+    from detector.data.detect import with_detected_dataset
 
-    cli = train(list(sys.argv[1:] if args is None else args), prog=command_name("train"))
+    cli = train(with_detected_dataset(list(sys.argv[1:] if args is None else args)), prog=command_name("train"))
     _print_train_report(cli)
     return cli
 
@@ -81,8 +82,9 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
 
     from detector.api import eval_output_folder, eval_parser, evaluate
     from detector.checkpoint import load_checkpoint
+    from detector.data.detect import with_detected_dataset
 
-    args = list(sys.argv[1:] if args is None else args)
+    args = with_detected_dataset(list(sys.argv[1:] if args is None else args))
     path = _argument_value(args, "--checkpoint")
     wants_help = bool({"-h", "--help"} & set(args))
     parser = eval_parser(load_checkpoint(path) if path and not wants_help else None, prog=command_name("eval"))
@@ -293,8 +295,9 @@ def check_main(args: list[str] | None = None):
     """``centernet check``: ``detector.check.check_dataset`` with the command line's options; prints the report."""
     from detector.check import check_dataset, default_output
     from detector.data.datamodule import DetectionDataModule
+    from detector.data.detect import with_detected_dataset
 
-    config = check_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    config = check_parser().parse_args(with_detected_dataset(list(sys.argv[1:] if args is None else args)))
     data = config.data.as_dict()
     output = config.output or default_output(data["dataset"], data["root"], data["train_json"])
     report = check_dataset(DetectionDataModule(**data), output, config.num_images)
