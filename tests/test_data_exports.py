@@ -210,3 +210,40 @@ def test_tools_check_in_a_subprocess_on_a_roboflow_export(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert table(result.stdout)["all"] == [6, 6, 3, 3]
+
+
+@pytest.mark.slow
+def test_a_run_on_a_one_split_export_records_its_split_and_eval_uses_the_same_photos(tmp_path, capsys):
+    """One short training run on a labelImg folder: the held-out lists in the run folder and the checkpoint; a photo
+    added afterwards whose hash would put it in validation does not move into the evaluation of that checkpoint."""
+    import re
+
+    import torch
+
+    export = write(tmp_path, "labelimg_beside")
+    runs = tmp_path / "runs"
+    code = run("train", ["--data.root", str(export.root), "--data.input_size", "64", "--data.batch_size", "4",
+                         "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
+                         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                         "--trainer.logger.init_args.save_dir", str(runs), "--trainer.default_root_dir", str(runs)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.startswith("data: labelImg folder")
+    val = held_out([p.name for p in export.train])
+    run_folder = next(runs.glob("*/version_0"))
+    assert run_folder.parent.name == export.root.name  # named after the data, not "synthetic"
+    listed = (run_folder / "split_val.txt").read_text().split()
+    assert {Path(line).name for line in listed} == val
+    assert len((run_folder / "split_train.txt").read_text().split()) == len(export.train) - len(val)
+    best = re.search(r"evaluate: +python tools/eval.py --checkpoint (\S+)", out).group(1)
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert set(state["DetectionDataModule"]["split"]["val"]) == val
+
+    new = next(Photo(f"new{i}.jpg", ((3, 3, 20, 20),)) for i in range(100) if held_out([f"new{i}.jpg"]))
+    write_photo(export.root / new.name, new)
+    (export.root / new.name).with_suffix(".xml").write_text(exports.voc_xml(new))
+    assert run("eval", ["--checkpoint", best, "--data.num_workers", "0", "--accelerator", "cpu",
+                        "--output", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert f"images: {len(val)}" in out  # the recorded photos, not the new one
+    assert "validation images recorded in the checkpoint" in out
