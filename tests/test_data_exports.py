@@ -14,7 +14,7 @@ from helpers.exports import CLASS, WRITERS, Export, Photo, photos, write_photo
 
 from detector.cli import run
 from detector.data import DetectionDataModule
-from detector.data.detect import detect_dataset
+from detector.data.detect import detect_dataset, with_detected_dataset
 from detector.data.split import hashed_validation, split_dataset
 from detector.data.yolo import resolve_entry
 from detector.errors import DatasetError
@@ -149,6 +149,15 @@ def test_a_folder_that_is_not_one_dataset_is_one_error_line(tmp_path, capsys, ma
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
 
 
+def test_a_root_that_does_not_exist_is_refused_and_a_synthetic_cache_keeps_the_config(tmp_path, capsys):
+    assert run("check", ["--data.root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: --data.root {tmp_path / 'nowhere'}: does not exist\n"
+    (tmp_path / "cache" / "v1-seed0-train4-val2").mkdir(parents=True)
+    args = ["--data.root", str(tmp_path / "cache"), "--data.num_train", "4"]
+    assert with_detected_dataset(args) == args
+
+
 @pytest.mark.parametrize("yaml_text, message", [
     ("train: ../train/images\nval: ../valid/images\nnc: 2\nnames: ['kangaroo']\n", "'nc: 2' but 'names' holds 1"),
     ("train: ../nowhere/images\nval: ../valid/images\nnames: ['kangaroo']\n", "nowhere/images is neither"),
@@ -221,6 +230,7 @@ def test_a_run_on_a_one_split_export_records_its_split_and_eval_uses_the_same_ph
     import torch
 
     export = write(tmp_path, "labelimg_beside")
+    before = sorted(export.root.rglob("*"))
     runs = tmp_path / "runs"
     code = run("train", ["--data.root", str(export.root), "--data.input_size", "64", "--data.batch_size", "4",
                          "--data.num_workers", "0", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
@@ -229,6 +239,7 @@ def test_a_run_on_a_one_split_export_records_its_split_and_eval_uses_the_same_ph
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.startswith("data: labelImg folder")
+    assert sorted(export.root.rglob("*")) == before  # nothing written into the labelled folder
     val = held_out([p.name for p in export.train])
     run_folder = next(runs.glob("*/version_0"))
     assert run_folder.parent.name == export.root.name  # named after the data, not "synthetic"

@@ -17,7 +17,10 @@ what is there                             written by                            
 ========================================  =========================================================  ==========
 
 A folder showing two of these is refused in one line that lists them (give ``--data.dataset`` and, if needed, the
-file as ``--data.root``); a folder showing none is refused with what it holds. :func:`with_detected_dataset` turns
+file as ``--data.root``); a folder showing none, or a path that does not exist, is refused with what it holds. So
+``--data.root FOLDER`` alone never trains on the synthetic set (a config's ``dataset: synthetic`` is only the default
+of a command line without ``--data.root``) and never writes into FOLDER; a synthetic cache folder itself (only
+``v1-seed0-train400-val100/``-like sets in it) keeps the config's dataset. :func:`with_detected_dataset` turns
 the command line into the reader's options and prints one line naming what was found and which files give the
 training and validation images.
 """
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.data.dataset import note
+from detector.data.synthetic import is_synthetic_cache
 from detector.data.yolo import IMAGE_SUFFIXES, has_split, load_yolo_config, resolve_entry
 from detector.errors import DatasetError
 
@@ -87,6 +91,8 @@ def with_detected_dataset(args: list[str]) -> list[str]:
     is asked); prints the one line of :meth:`Found.message`."""
     root = _value(args, "--data.root")
     if root is None or _value(args, "--data.dataset") is not None or set(HELP_FLAGS) & set(args):
+        return args
+    if is_synthetic_cache(root):
         return args
     found = detect_dataset(root, _value(args, "--data.xml_dir"))
     note(found.message())
