@@ -135,6 +135,23 @@ def test_yolo_negatives_and_polygons(tmp_path):
     assert sum(len(a.boxes) == 0 for a in annotations.values()) == 1  # ... with no object
 
 
+def test_check_counts_the_negatives(tmp_path, capsys):
+    code, out, _ = check(write(tmp_path, "label_studio_yolo"), tmp_path, capsys)
+    line = next(line for line in out.splitlines() if line.startswith("images with no object"))
+    train, val = (int(v) for v in line.split(": ")[1].replace(" train,", "").replace(" val", "").split())
+    assert code == 0 and train + val == 1
+
+
+@pytest.mark.parametrize("name, file", [("roboflow_yolo", "data.yaml"), ("label_studio_coco", "result.json"),
+                                        ("cvat_yolo", "obj.data")])
+def test_the_dataset_file_itself_as_root(tmp_path, capsys, name, file):
+    export = write(tmp_path, name)
+    whole = check(export, tmp_path, capsys)
+    by_file = check(Export(export.root / file), tmp_path, capsys)
+    assert whole[0] == by_file[0] == 0
+    assert table(whole[1]) == table(by_file[1])
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda f: (exports.roboflow_yolo(f), exports.label_studio_coco(f)), "more than one dataset here"),
     (lambda f: [write_photo(f / p.name, p) for p in photos("x", 3)], "no dataset recognised (3 images"),
