@@ -23,6 +23,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from detector.callbacks import LastCheckpoint, ValidateLastEpoch
 from detector.checkpoint import CheckpointError, check_classes, check_network, load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
+from detector.data.detect import json_data_name
 from detector.data.voc import voc_layout
 from detector.evaluation import EvalResult
 from detector.module import CenterNetModule
@@ -151,7 +152,7 @@ def own_data_name(dataset: str, root: str | None, train_json: str | None) -> str
     if dataset == "yolo" and root:
         return Path(root).stem
     if train_json:
-        return Path(train_json).stem
+        return json_data_name(train_json)
     if dataset == "voc" and root and voc_layout(root) in ("folder", "labelimg"):
         return Path(root).resolve().name
     return None

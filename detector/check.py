@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from detector.data.dataset import DetectionDataset
+from detector.data.detect import json_data_name
 from detector.images import ImageReadError
 from detector.visualize import class_color, draw_label
 
@@ -174,7 +175,7 @@ def default_output(dataset: str, root: str | None, train_json: str | None) -> Pa
     if root:
         name = Path(root).stem if dataset == "yolo" else Path(root).resolve().name
     elif train_json:
-        name = Path(train_json).stem
+        name = json_data_name(train_json)
     else:
         name = dataset
     return Path("runs") / "check" / name

@@ -275,3 +275,15 @@ def test_a_run_on_a_one_split_export_records_its_split_and_eval_uses_the_same_ph
     out = capsys.readouterr().out
     assert f"images: {len(val)}" in out  # the recorded photos, not the new one
     assert "validation images recorded in the checkpoint" in out
+
+
+@pytest.mark.parametrize("json_path, name", [
+    ("exp/annotations/instances_default.json", "exp"), ("exp/train/_annotations.coco.json", "exp"),
+    ("exp/result.json", "exp"), ("mine/cells_train.json", "cells_train"),
+])
+def test_a_tool_named_json_names_its_runs_after_the_export_folder(tmp_path, json_path, name):
+    from detector.api import own_data_name
+    from detector.data.detect import json_data_name
+
+    assert json_data_name(tmp_path / json_path) == name
+    assert own_data_name("coco", None, str(tmp_path / json_path)) == name

@@ -101,6 +101,18 @@ def with_detected_dataset(args: list[str]) -> list[str]:
     return _without(args, "--data.root") + found.arguments()
 
 
+def json_data_name(train_json: str | Path) -> str:
+    """The name of a COCO-format dataset for its run and check folders: the json's stem, or, for a labelling
+    tool's fixed name (``instances_<subset>``, ``_annotations.coco``, ``result``), the export folder's name."""
+    path = Path(train_json).resolve()
+    if not (path.stem.startswith("instances_") or path.name in (ROBOFLOW_JSON, "result.json")):
+        return path.stem
+    folder = path.parent
+    if folder.name == "annotations" or path.name == ROBOFLOW_JSON and folder.name in ("train", "valid", "test"):
+        folder = folder.parent
+    return folder.name
+
+
 def _value(args: list[str], name: str) -> str | None:
     for i, arg in enumerate(args):
         if arg == name and i + 1 < len(args):
