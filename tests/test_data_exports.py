@@ -15,7 +15,7 @@ from helpers.exports import CLASS, WRITERS, Export, Photo, photos, write_photo
 from detector.cli import run
 from detector.data import DetectionDataModule
 from detector.data.detect import detect_dataset, with_detected_dataset
-from detector.data.split import hashed_validation, split_dataset
+from detector.data.split import hashed_validation
 from detector.data.yolo import resolve_entry
 from detector.errors import DatasetError
 
