@@ -52,9 +52,12 @@ class Found:
     extra: list[str] = field(default_factory=list)
 
     def arguments(self) -> list[str]:
-        """The ``--data.*`` command-line options of this dataset."""
+        """The ``--data.*`` command-line options of this dataset (a COCO dataset's unused paths set to null, over a
+        config's or a checkpoint's)."""
         args = ["--data.dataset", self.dataset]
-        for key, value in self.options.items():
+        unset = {"root", "train_json", "train_images", "val_json", "val_images"} - set(self.options)
+        options = {**({key: "null" for key in sorted(unset)} if self.dataset == "coco" else {}), **self.options}
+        for key, value in options.items():
             args += [f"--data.{key}", value]
         return args
 
