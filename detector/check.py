@@ -1,4 +1,5 @@
-"""Look at a dataset before training on it: ``centernet check --data.dataset voc --data.root my_voc/``.
+"""Look at a dataset before training on it: ``centernet check --data.root my_export/`` (the format detected,
+``detector.data.detect``) or ``centernet check --data.dataset voc --data.root my_voc/``.
 
 :func:`check_dataset` reads the data as training does (``DetectionDataModule.setup("fit")``) and returns a
 :class:`CheckReport`: per class the images and boxes of train and val, the readers' warnings (boxes clipped or
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from detector.data.dataset import DetectionDataset
+from detector.data.detect import json_data_name
 from detector.images import ImageReadError
 from detector.visualize import class_color, draw_label
 
@@ -26,12 +28,14 @@ HISTOGRAM_FILE = "boxes.png"
 @dataclass
 class SplitCounts:
     """Per class (index = label): images holding the class and its boxes; ``images``: all images of the split;
-    ``sizes [N, 2]`` float32 width and height of every box in original pixels (training targets, not crowd)."""
+    ``sizes [N, 2]`` float32 width and height of every box in original pixels (training targets, not crowd);
+    ``negatives``: images with no object at all (kept: they teach the background)."""
 
     images: int
     class_images: np.ndarray
     class_boxes: np.ndarray
     sizes: np.ndarray
+    negatives: int = 0
 
 
 @dataclass
@@ -59,6 +63,9 @@ class CheckReport:
     def summary(self) -> str:
         """The table, every warning, and where the files are."""
         parts = [self.table()]
+        if self.train.negatives or self.val.negatives:
+            parts.append(f"images with no object (negatives, kept): {self.train.negatives} train, "
+                         f"{self.val.negatives} val")
         parts += [f"warning: {message}" for message in self.warnings] or ["no box repaired or dropped, every image "
                                                                           "decodes"]
         if self.histogram is not None:
@@ -91,14 +98,16 @@ def split_counts(dataset: DetectionDataset, num_classes: int) -> SplitCounts:
     """Counts from the annotations alone (no image decoded)."""
     class_images = np.zeros(num_classes, dtype=np.int64)
     class_boxes = np.zeros(num_classes, dtype=np.int64)
-    sizes = []
+    sizes, negatives = [], 0
     for ann in dataset.annotations:
+        negatives += len(ann.labels) == 0 and len(ann.crowd_labels) == 0
         labels = np.asarray(ann.labels, dtype=np.int64)
         class_boxes += np.bincount(labels, minlength=num_classes)
         class_images[np.unique(labels)] += 1
         boxes = np.asarray(ann.boxes, dtype=np.float32).reshape(-1, 4)
         sizes.append(boxes[:, 2:] - boxes[:, :2])  # [N, 2] width, height
-    return SplitCounts(len(dataset), class_images, class_boxes, np.concatenate(sizes) if sizes else np.zeros((0, 2)))
+    return SplitCounts(len(dataset), class_images, class_boxes, np.concatenate(sizes) if sizes else np.zeros((0, 2)),
+                       int(negatives))
 
 
 def unreadable_files(dataset: DetectionDataset) -> list[str]:
@@ -166,7 +175,7 @@ def default_output(dataset: str, root: str | None, train_json: str | None) -> Pa
     if root:
         name = Path(root).stem if dataset == "yolo" else Path(root).resolve().name
     elif train_json:
-        name = Path(train_json).stem
+        name = json_data_name(train_json)
     else:
         name = dataset
     return Path("runs") / "check" / name

@@ -47,9 +47,10 @@ def command_name(command: str) -> str:
 
 def train_main(args: list[str] | None = None):
     """``centernet train``: LightningCLI over ``detector.training.run.train``; prints the report. Returns the CLI."""
+    from detector.data.detect import with_detected_dataset
     from detector.training.run import train
 
-    cli = train(list(sys.argv[1:] if args is None else args), prog=command_name("train"))
+    cli = train(with_detected_dataset(list(sys.argv[1:] if args is None else args)), prog=command_name("train"))
     _print_train_report(cli)
     return cli
 
@@ -82,9 +83,10 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     from pytorch_lightning.utilities import rank_zero_only
 
     from detector.checkpoint import load_checkpoint
+    from detector.data.detect import with_detected_dataset
     from detector.training.evaluate import eval_output_folder, evaluate
 
-    args = list(sys.argv[1:] if args is None else args)
+    args = with_detected_dataset(list(sys.argv[1:] if args is None else args))
     path = _argument_value(args, "--checkpoint")
     parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
@@ -309,8 +311,9 @@ def check_main(args: list[str] | None = None):
     """``centernet check``: ``detector.check.check_dataset`` with the command line's options; prints the report."""
     from detector.check import check_dataset, default_output
     from detector.data.datamodule import DetectionDataModule
+    from detector.data.detect import with_detected_dataset
 
-    config = check_parser().parse_args(list(sys.argv[1:] if args is None else args))
+    config = check_parser().parse_args(with_detected_dataset(list(sys.argv[1:] if args is None else args)))
     data = config.data.as_dict()
     output = config.output or default_output(data["dataset"], data["root"], data["train_json"])
     report = check_dataset(DetectionDataModule(**data), output, config.num_images)

@@ -38,7 +38,8 @@ def run_tool(script, *args, timeout=600):
 
 
 def train_args(tmp, *extra):
-    return ["--data.root", str(tmp / "synthetic"), "--data.num_train", "4", "--data.num_val", "3",
+    return ["--data.dataset", "synthetic",
+            "--data.root", str(tmp / "synthetic"), "--data.num_train", "4", "--data.num_val", "3",
             "--data.input_size", str(SIZE), "--data.batch_size", "2", "--data.num_workers", "0",
             "--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.default_root_dir", str(tmp / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

@@ -61,11 +61,12 @@ def first_and_resumed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("runs")
     circles = write_circles(tmp)
     own = run_train(*tiny(tmp, *circles))
-    first = run_train(*tiny(tmp, "--data.root", str(tmp / "synthetic")))
+    first = run_train(*tiny(tmp, "--data.dataset", "synthetic", "--data.root", str(tmp / "synthetic")))
     hint = re.search(r"^resume: +python tools/train.py (.*)$", first.stdout, flags=re.M).group(1)
     resumed = run_train(*shlex.split(hint), "--trainer.max_epochs", "2")
     own_resumed = run_train(*tiny(tmp, *circles, "--ckpt_path", "last"))
-    refused = run_train(*tiny(tmp, "--data.root", str(tmp / "synthetic"), "--name", "circles", "--ckpt_path", "last"),
+    refused = run_train(*tiny(tmp, "--data.dataset", "synthetic",
+                              "--data.root", str(tmp / "synthetic"), "--name", "circles", "--ckpt_path", "last"),
                         status=1)
     return tmp, first, hint, resumed, own, own_resumed, refused
 

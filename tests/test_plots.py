@@ -136,7 +136,8 @@ def train_and_eval(tmp_path_factory):
     """Two epochs of 2 steps on 8 synthetic 64 px images, then tools/eval.py on the best checkpoint:
     (tmp, run folder, eval folder, val json)."""
     tmp = tmp_path_factory.mktemp("plots")
-    train = run_tool("train.py", "--data.root", str(tmp / "synthetic"), "--data.num_train", "8",
+    train = run_tool("train.py", "--data.dataset", "synthetic",
+                     "--data.root", str(tmp / "synthetic"), "--data.num_train", "8",
                      "--data.num_val", "4", "--data.input_size", "64", "--data.batch_size", "4",
                      "--data.num_workers", "0", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
                      "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

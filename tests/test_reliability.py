@@ -87,7 +87,8 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatc
 
 
 def train_args(tmp_path, *extra):
-    return [sys.executable, str(ROOT / "tools" / "train.py"), "--data.root", str(tmp_path / "synthetic"),
+    return [sys.executable, str(ROOT / "tools" / "train.py"), "--data.dataset", "synthetic",
+            "--data.root", str(tmp_path / "synthetic"),
             "--data.num_train", "48", "--data.num_val", "4", "--data.input_size", "96", "--data.batch_size", "4",
             "--data.num_workers", "0", "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",

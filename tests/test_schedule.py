@@ -62,7 +62,8 @@ def logged_rates(run_dir: Path) -> dict[int, float]:
 
 
 def run_schedule(tmp_path, *bounds):
-    args = ["--data.root", str(tmp_path / "synthetic"), "--data.num_train", "20", "--data.num_val", "2",
+    args = ["--data.dataset", "synthetic",
+            "--data.root", str(tmp_path / "synthetic"), "--data.num_train", "20", "--data.num_val", "2",
             "--data.input_size", "64", "--data.batch_size", "4", "--data.num_workers", "0",
             "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
             "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",

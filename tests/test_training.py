@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow
 
 def tiny_args(tmp, *extra):
     """CLI arguments for a small, fast synthetic run writing everything under tmp."""
-    return ["--data.root", str(tmp / "synthetic"), "--data.num_train", "24", "--data.num_val", "5",
+    return ["--data.dataset", "synthetic",
+            "--data.root", str(tmp / "synthetic"), "--data.num_train", "24", "--data.num_val", "5",
             "--data.input_size", "128", "--data.batch_size", "4", "--data.num_workers", "0",
             "--trainer.logger.init_args.save_dir", str(tmp / "runs"), "--trainer.default_root_dir", str(tmp / "runs"),
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

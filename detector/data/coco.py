@@ -5,6 +5,13 @@ id (COCO's 80 classes have ids 1..90 with gaps), which is what a results file ne
 COCO ``xywh`` -> xyxy original pixels (``detector.boxes.xywh_to_xyxy``). Annotations with ``iscrowd=1`` are not
 training targets; they are returned as ``crowd_boxes``. Images without annotations are kept (background images).
 Box repairs and errors follow :mod:`detector.data.dataset`.
+
+As the labelling tools write it: a category that has no annotation and is the ``supercategory`` of other
+categories (Roboflow's root category: id 0, the project's name) is not a class (``notes`` holds the line that
+says so, which the data module prints); other
+fields (CVAT's ``attributes``) are ignored. An image is ``image_dir / file_name``; when the first image is not
+there but its bare file name is (``file_name`` holding a folder of another machine), every image is looked up by
+its bare file name.
 """
 from __future__ import annotations
 
@@ -80,7 +87,9 @@ class CocoDetection(DetectionDataset):
     def __init__(self, json_path: str | Path, image_dir: str | Path,
                  transform: Callable[[Sample], Any] | None = None):
         data = load_coco_json(json_path)
-        categories = sorted(data["categories"], key=lambda c: c["id"])
+        categories = sorted(class_categories(data), key=lambda c: c["id"])
+        self.notes = [f"categories: {c['name']!r} (id {c['id']}) has no box and is only the "
+                      "supercategory of the others: not a class" for c in root_categories(data)]
         category_ids = [int(c["id"]) for c in categories]
         if len(set(category_ids)) != len(category_ids):
             raise DatasetError(f"{json_path}: duplicate category ids in {category_ids}")
@@ -94,7 +103,30 @@ class CocoDetection(DetectionDataset):
 
         Built on first access (the json is read again), so a training split never holds a second copy in memory.
         """
-        return coco_from_dict(load_coco_json(self.json_path))
+        data = load_coco_json(self.json_path)
+        return coco_from_dict({**data, "categories": class_categories(data)})
+
+
+def root_categories(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The categories with no annotation that are the supercategory of others (Roboflow's project category)."""
+    used = {ann["category_id"] for ann in data["annotations"]}
+    parents = {c.get("supercategory") for c in data["categories"] if c.get("supercategory") != c["name"]}
+    return [c for c in data["categories"] if c["id"] not in used and c["name"] in parents]
+
+
+def class_categories(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The categories that are classes: all but :func:`root_categories`."""
+    roots = root_categories(data)
+    return [c for c in data["categories"] if not any(c is root for root in roots)]
+
+
+def _image_file(image_dir: Path, images: list[dict[str, Any]]) -> Callable[[str], Path]:
+    """How a ``file_name`` becomes a path (see the module docstring)."""
+    if images:
+        first = str(images[0]["file_name"])
+        if not (image_dir / first).is_file() and (image_dir / Path(first.replace("\\", "/")).name).is_file():
+            return lambda name: image_dir / Path(str(name).replace("\\", "/")).name
+    return lambda name: image_dir / name
 
 
 def _read_annotations(data: dict[str, Any], category_ids: list[int], image_dir: Path,
@@ -149,12 +181,13 @@ def _group_by_image(images: list[dict[str, Any]], image_dir: Path, owner: np.nda
     order = np.argsort(owner, kind="stable")
     owner, boxes, labels, crowd = owner[order], boxes[order], labels[order], crowd[order]
     bounds = np.searchsorted(owner, np.arange(len(images) + 1))
+    image_file = _image_file(image_dir, images)
     result = []
     for i, image in enumerate(images):
         part = slice(bounds[i], bounds[i + 1])
         is_crowd = crowd[part]
         result.append(Annotation(
-            file=image_dir / image["file_name"],
+            file=image_file(image["file_name"]),
             image_id=int(image["id"]),
             boxes=np.ascontiguousarray(boxes[part][~is_crowd]),
             labels=np.ascontiguousarray(labels[part][~is_crowd]),

@@ -1,6 +1,12 @@
-"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC, or a user's VOC folder, YOLO dataset YAML or
-COCO-format json), builds the readers with their transforms, and serves DataLoaders of the batch contract
+"""The LightningDataModule: picks a dataset (synthetic, COCO, VOC, or a user's VOC folder, labelImg folder, YOLO
+dataset, or COCO-format json), builds the readers with their transforms, and serves DataLoaders of the batch contract
 (:func:`detector.data.transforms.collate_detection`).
+
+An export with one split (a labelImg folder, a VOC folder with no validation image set, a YOLO dataset without
+``val``, one COCO json) has a validation split held out of it (:mod:`detector.data.split`), said in one line; the
+module's ``state_dict`` holds the chosen file names, so a run's checkpoint records them, and
+:meth:`DetectionDataModule.restore_split` makes an evaluation of that checkpoint use the same validation images; a
+training run writes both lists into its run folder.
 
 Seeding: the train loader's generator is seeded with ``seed + global_rank`` (so a run is reproducible), and
 :func:`seed_worker` gives every worker its own augmentation stream from the per-worker seed the DataLoader derives
@@ -22,12 +28,15 @@ from torch.utils.data import DataLoader
 
 from detector.data.coco import CocoDetection, coco_from_dict, load_coco_json
 from detector.data.cocoformat import dataset_to_coco
-from detector.data.dataset import DatasetError, DetectionDataset
+from detector.data.coco import class_categories
+from detector.data.dataset import DatasetError, DetectionDataset, note
+from detector.data.labelimg import LabelImgDetection, Unlabelled, labelimg_classes, photo_xmls
+from detector.data.split import VAL_FRACTION, split_dataset, split_message, split_record, write_split_lists
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
 from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_LIGHTING_STD, CropTrainTransform, EvalTransform,
                                       TrainTransform, collate_detection)
-from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, collect_voc_classes, default_voc_splits, voc_layout
-from detector.data.yolo import YoloDetection, yolo_class_names
+from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, default_voc_splits, folder_classes, voc_layout
+from detector.data.yolo import YoloDetection, has_split, load_yolo_config, yolo_class_names
 
 
 def seed_worker(worker_id: int) -> None:
@@ -78,10 +87,12 @@ class DetectionDataModule(pl.LightningDataModule):
     Args:
         dataset: which reader: ``synthetic`` (generated on first use), ``coco`` (the official layout or explicit
             jsons), ``voc`` (a VOCdevkit, or a single folder holding ``Annotations/``, ``JPEGImages/``,
-            ``ImageSets/Main/``) or ``yolo`` (an ultralytics dataset YAML, its ``train`` and ``val`` splits).
-        root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit or single VOC folder,
-            YOLO dataset YAML file, or synthetic cache folder (default ``$DETECTOR_CACHE/synthetic`` or
-            ``~/.cache/detector/synthetic``).
+            ``ImageSets/Main/``, or a labelImg folder of photos and XMLs) or ``yolo`` (an ultralytics dataset
+            YAML, a darknet ``obj.data``, or a folder holding ``classes.txt``, ``images/``, ``labels/``).
+            ``tools/train.py --data.root FOLDER`` without ``--data.dataset`` detects it (``detector.data.detect``).
+        root: COCO root (holding ``annotations/`` and ``train2017/``, ``val2017/``), VOCdevkit, single VOC folder or
+            labelImg folder, YOLO dataset YAML file, obj.data or folder, or synthetic cache folder (default
+            ``$DETECTOR_CACHE/synthetic`` or ``~/.cache/detector/synthetic``).
         train_json: COCO-format train annotations (your own data); overrides the one under ``root``.
         train_images: folder of the train images named in ``train_json``.
         val_json: COCO-format validation annotations; overrides the one under ``root``.
@@ -92,7 +103,13 @@ class DetectionDataModule(pl.LightningDataModule):
         voc_val_splits: VOC validation splits, as above. ``None``: 2007 ``test`` for a VOCdevkit; ``val`` (or
             ``test`` if there is no ``val.txt``) for a single folder.
         classes: VOC class names, index = label (case kept). ``None``: Pascal's 20 for a VOCdevkit; for a single
-            folder, the sorted object names of the training splits' XMLs (read once, before ``setup``).
+            folder, CVAT's ``labelmap.txt`` order or the sorted object names of the training splits' XMLs; for a
+            labelImg folder the sorted names of all its XMLs (read once, before ``setup``).
+        xml_dir: labelImg's XML folder, when the XMLs are not beside the photos of ``root``.
+        unlabelled: labelImg photos without XML: ``skip`` (left out, counted) or ``negatives`` (trained as photos
+            with no object).
+        val_fraction: the share of an export with one split held out for validation, chosen by a hash of each file
+            name (``detector.data.split``).
         input_size: side of the square training input, in pixels (a multiple of 32).
         eval_size: side of the validation letterbox; ``None`` keeps the original resolution padded to a multiple
             of 32; ``"input"`` uses ``input_size``.
@@ -108,6 +125,7 @@ class DetectionDataModule(pl.LightningDataModule):
                  train_json: str | None = None, train_images: str | None = None, val_json: str | None = None,
                  val_images: str | None = None, voc_train_splits: Sequence[VocSplit] | None = None,
                  voc_val_splits: Sequence[VocSplit] | None = None, classes: list[str] | None = None,
+                 xml_dir: str | None = None, unlabelled: Unlabelled = "skip", val_fraction: float = VAL_FRACTION,
                  input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
                  seed: int = 0, augment: AugmentOptions = AugmentOptions(), num_train: int = 400,
@@ -119,8 +137,9 @@ class DetectionDataModule(pl.LightningDataModule):
             raise ValueError("dataset='voc' needs root, the VOCdevkit or single VOC folder")
         if dataset == "yolo" and root is None:
             raise ValueError("dataset='yolo' needs root, the dataset YAML file")
-        if dataset == "coco" and root is None and val_json is None:
-            raise ValueError("dataset='coco' needs root (the COCO folder) or val_json (and train_json to train)")
+        if dataset == "coco" and root is None and val_json is None and train_json is None:
+            raise ValueError("dataset='coco' needs root (the COCO folder), or train_json (and val_json, else a "
+                             "validation split is held out of it)")
         self.augment = AugmentOptions(**augment) if isinstance(augment, dict) else augment
         augment = dataclasses.asdict(self.augment)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
@@ -129,6 +148,9 @@ class DetectionDataModule(pl.LightningDataModule):
         self.val_dataset: DetectionDataset | None = None
         self._val_coco: COCO | None = None
         self._categories: tuple[list[str], list[int]] | None = None
+        self._held_out: tuple[DetectionDataset, DetectionDataset] | None = None
+        self._recorded_val: list[str] | None = None
+        self._noted: set[str] = set()
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (called once per node before ``setup``)."""
@@ -143,6 +165,26 @@ class DetectionDataModule(pl.LightningDataModule):
             self.val_dataset = self._build("val", EvalTransform(self.eval_size))
         if self.train_dataset is not None:
             self._check_same_categories(self.train_dataset, self.val_dataset)
+        for dataset in (self.train_dataset, self.val_dataset):
+            for message in getattr(dataset, "notes", []):
+                self._note(message)
+        if self._held_out is not None and stage in (None, "fit") and self.trainer is not None:
+            log_dir = self.trainer.log_dir  # a collective under DDP: every rank asks
+            if self.trainer.is_global_zero and log_dir:
+                write_split_lists(*self._held_out, log_dir)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the data: the file names of a held-out split (empty otherwise)."""
+        return {"split": split_record(*self._held_out)} if self._held_out is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Use the validation file names recorded in a checkpoint (when the split is built after this)."""
+        self._recorded_val = list((state_dict or {}).get("split", {}).get("val") or []) or None
+
+    def restore_split(self, checkpoint: dict) -> None:
+        """The held-out split recorded in a loaded checkpoint (Lightning keeps ``state_dict`` under the class
+        name), so that evaluating it uses the same validation images; nothing for other checkpoints."""
+        self.load_state_dict(checkpoint.get(type(self).__qualname__, {}))
 
     def _train_transform(self) -> TrainTransform | CropTrainTransform:
         hp, aug = self.hparams, self.augment
@@ -210,12 +252,64 @@ class DetectionDataModule(pl.LightningDataModule):
         return sum(d.bad_image_files for d in (self.train_dataset, self.val_dataset) if d is not None)
 
     def _build(self, split: Literal["train", "val"], transform: TrainTransform | EvalTransform) -> DetectionDataset:
+        if self.one_split:
+            dataset = self._held_out_split()[0 if split == "train" else 1]
+            dataset.transform = transform
+            return dataset
         if self.hparams.dataset == "voc":
             return VocDetection(self.hparams.root, self._voc_splits(split), transform, self._read_categories()[0])
         if self.hparams.dataset == "yolo":
             return YoloDetection(self.hparams.root, split, transform)
         json_path, images = self._coco_paths(split)
         return CocoDetection(json_path, images, transform)
+
+    @property
+    def one_split(self) -> bool:
+        """Whether the data has no validation split of its own (so one is held out of it)."""
+        hp = self.hparams
+        if hp.dataset == "voc":
+            return self._voc_layout() == "labelimg" or (hp.voc_val_splits is None and
+                                                         not default_voc_splits(hp.root, "val"))
+        if hp.dataset == "yolo":
+            return not has_split(load_yolo_config(hp.root), "val")
+        return hp.dataset == "coco" and hp.train_json is not None and hp.val_json is None and hp.root is None
+
+    def _voc_layout(self) -> str:
+        return "labelimg" if self.hparams.xml_dir else voc_layout(self.hparams.root)
+
+    def _note(self, message: str) -> None:
+        """One line about how the data was read, once per data module."""
+        if message not in self._noted:
+            self._noted.add(message)
+            note(message)
+
+    def _held_out_split(self) -> tuple[DetectionDataset, DetectionDataset]:
+        """(train, validation) of a one-split export, built once (:mod:`detector.data.split`)."""
+        if self._held_out is None:
+            full = self._build_whole()
+            self._held_out = split_dataset(full, self.hparams.val_fraction, self._recorded_val)
+            for message in getattr(full, "notes", []):
+                self._note(message)
+            self._note(split_message(full.source, *self._held_out, self.hparams.val_fraction,
+                                     self._recorded_val is not None))
+        return self._held_out
+
+    def _build_whole(self) -> DetectionDataset:
+        """The one split of the export, untransformed."""
+        hp = self.hparams
+        if hp.dataset == "voc" and self._voc_layout() == "labelimg":
+            dataset = LabelImgDetection(hp.root, hp.xml_dir, None, hp.classes, hp.unlabelled)
+            message = dataset.unlabelled_message(hp.unlabelled == "negatives")
+            if message:
+                self._note(message)
+            return dataset
+        if hp.dataset == "voc":
+            return VocDetection(hp.root, self._voc_splits("train"), None, self._read_categories()[0])
+        if hp.dataset == "yolo":
+            return YoloDetection(hp.root, "train", None)
+        if hp.train_images is None:
+            raise ValueError(f"train_json={hp.train_json} needs train_images, the folder of its images")
+        return CocoDetection(hp.train_json, hp.train_images, None)
 
     def _voc_splits(self, split: Literal["train", "val"]) -> list[VocSplit]:
         """The VOC splits of ``split``: the argument, else the layout's default
@@ -254,17 +348,21 @@ class DetectionDataModule(pl.LightningDataModule):
     def _categories_without_images(self) -> tuple[list[str], list[int]]:
         if self.hparams.dataset == "voc":
             names = self.hparams.classes
-            if names is None and voc_layout(self.hparams.root) == "devkit":
+            layout = self._voc_layout() if names is None else None
+            if layout == "devkit":
                 names = VOC_CLASSES
+            elif layout == "labelimg":
+                names = labelimg_classes(photo_xmls(Path(self.hparams.root), self.hparams.xml_dir))
             elif names is None:
-                names = collect_voc_classes(self.hparams.root, self._voc_splits("train"))
+                names = folder_classes(self.hparams.root, self._voc_splits("train"))
             return list(names), list(range(1, len(names) + 1))
         if self.hparams.dataset == "yolo":
             names = yolo_class_names(self.hparams.root)
             return names, list(range(1, len(names) + 1))
         if self.hparams.dataset == "synthetic" and self.hparams.val_json is None:
             return list(SYNTHETIC_CLASSES), list(range(1, len(SYNTHETIC_CLASSES) + 1))
-        categories = sorted(load_coco_json(self._coco_paths("val")[0])["categories"], key=lambda c: c["id"])
+        json_path = self.hparams.train_json if self.one_split else self._coco_paths("val")[0]
+        categories = sorted(class_categories(load_coco_json(json_path)), key=lambda c: c["id"])
         return [str(c["name"]) for c in categories], [int(c["id"]) for c in categories]
 
     @staticmethod

@@ -26,6 +26,7 @@ Bad input (each case tested):
 from __future__ import annotations
 
 import multiprocessing
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,13 @@ import torch
 from detector.boxes import area_xyxy, clip_xyxy
 from detector.errors import DatasetError
 from detector.images import ImageReadError, read_image
+
+
+def note(message: str) -> None:
+    """Print one line about how the data was read (the format found, a split held out, a category left out), on
+    the first process only (the other DDP ranks stay quiet)."""
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0:
+        print(message, flush=True)
 
 
 @dataclass

@@ -21,6 +21,7 @@ build).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -74,6 +75,15 @@ def synthetic_dataset(root: str | Path | None = None, seed: int = 0, num_train: 
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return folder
+
+
+def is_synthetic_cache(root: str | Path) -> bool:
+    """Whether ``root`` is a synthetic cache folder: not empty, and holding only generated sets
+    (``v<version>-seed<seed>-train<n>-val<m>/``, or one being written)."""
+    root = Path(root)
+    names = [path.name for path in root.iterdir()] if root.is_dir() else []
+    return bool(names) and all(re.fullmatch(r"v\d+-seed\d+-train\d+-val\d+", name) or name.startswith(".tmp-")
+                               for name in names)
 
 
 def write_synthetic(folder: Path, seed: int, num_train: int, num_val: int) -> None:

@@ -46,33 +46,44 @@ VOC_CATEGORY_IDS = tuple(range(1, len(VOC_CLASSES) + 1))
 VOC_TRAIN_SPLITS = (("2007", "trainval"), ("2012", "trainval"))
 VOC_VAL_SPLITS = (("2007", "test"),)
 
+# The image sets of a single folder, by preference (CVAT writes its subsets, often only "default").
+FOLDER_SETS = {"train": ("train", "trainval", "default"), "val": ("val", "validation", "test")}
+# CVAT's label order file, beside Annotations/ ("name:color:parts:actions" lines; "background" is no class).
+LABELMAP = "labelmap.txt"
+
 # A split: a (year, image_set) pair for a VOCdevkit (the year may be an int), an image set name for a single folder.
 VocSplit = tuple[str | int, str] | str
 
 
-def voc_layout(root: str | Path) -> Literal["devkit", "folder"]:
+def voc_layout(root: str | Path) -> Literal["devkit", "folder", "labelimg"]:
     """``"folder"`` if ``root`` holds ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/``; ``"devkit"`` if it
-    holds ``VOC*/ImageSets/Main/``; otherwise a :class:`DatasetError` naming the folder."""
+    holds ``VOC*/ImageSets/Main/``; ``"labelimg"`` if it holds XML files itself (photos with their XML beside them,
+    read by :mod:`detector.data.labelimg`); otherwise a :class:`DatasetError` naming the folder."""
     root = Path(root)
     if all((root / sub).is_dir() for sub in ("Annotations", "JPEGImages", "ImageSets/Main")):
         return "folder"
     if any(path.is_dir() for path in root.glob("VOC*/ImageSets/Main")):
         return "devkit"
-    state = "does not exist" if not root.exists() else "is neither layout"
+    if root.is_dir() and any(root.glob("*.xml")):
+        return "labelimg"
+    state = "does not exist" if not root.exists() else "is no such layout"
     raise DatasetError(f"{root}: not a VOC dataset ({state}): expected a VOCdevkit (holding VOC2007/ImageSets/Main "
-                       "...) or a single folder holding Annotations/, JPEGImages/ and ImageSets/Main/")
+                       "...), a single folder holding Annotations/, JPEGImages/ and ImageSets/Main/, or photos with "
+                       "labelImg XMLs (beside them, or in the folder given by --data.xml_dir)")
 
 
 def default_voc_splits(root: str | Path, stage: Literal["train", "val"]) -> list[VocSplit]:
     """The splits used when none are given: for a VOCdevkit :data:`VOC_TRAIN_SPLITS` / :data:`VOC_VAL_SPLITS`; for
-    a single folder ``["train"]`` (``["trainval"]`` if there is no ``train.txt``) / ``["val"]`` (``["test"]`` if
-    there is no ``val.txt``)."""
+    a single folder the first image set of :data:`FOLDER_SETS` there is (names matched ignoring case), for
+    validation ``[]`` when there is none (the data module then holds a validation split out of the training set)."""
     if voc_layout(root) == "devkit":
         return [tuple(split) for split in (VOC_TRAIN_SPLITS if stage == "train" else VOC_VAL_SPLITS)]
-    first, fallback = ("train", "trainval") if stage == "train" else ("val", "test")
     main = Path(root) / "ImageSets" / "Main"
-    use_fallback = not (main / f"{first}.txt").is_file() and (main / f"{fallback}.txt").is_file()
-    return [fallback if use_fallback else first]
+    sets = {path.stem.lower(): path.stem for path in sorted(main.glob("*.txt"))} if main.is_dir() else {}
+    found = next((sets[name] for name in FOLDER_SETS[stage] if name in sets), None)
+    if found is not None:
+        return [found]
+    return [] if stage == "val" else ["train"]
 
 
 def voc_split_folders(root: str | Path, splits: Sequence[VocSplit] | str) -> list[tuple[Path, str]]:
@@ -147,10 +158,30 @@ class VocDetection(DetectionDataset):
 
 
 def default_voc_classes(root: str | Path) -> list[str]:
-    """The classes used when none are given: Pascal's 20 for a VOCdevkit, the training XMLs' for a single folder."""
+    """The classes used when none are given: Pascal's 20 for a VOCdevkit; for a single folder the order of CVAT's
+    ``labelmap.txt`` when there is one, else the training XMLs' names (:func:`folder_classes`)."""
     if voc_layout(root) == "devkit":
         return list(VOC_CLASSES)
-    return collect_voc_classes(root, default_voc_splits(root, "train"))
+    return folder_classes(root, default_voc_splits(root, "train"))
+
+
+def folder_classes(root: str | Path, splits: Sequence[VocSplit] | str) -> list[str]:
+    """The classes of a single folder: its ``labelmap.txt`` order, else :func:`collect_voc_classes` of ``splits``."""
+    labelmap = Path(root) / LABELMAP
+    return read_labelmap(labelmap) if labelmap.is_file() else collect_voc_classes(root, splits)
+
+
+def read_labelmap(path: Path) -> list[str]:
+    """The label names of a CVAT ``labelmap.txt`` in its order (comments and ``background`` left out)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the label map: {error}") from error
+    names = [line.split(":", 1)[0].strip() for line in lines if line.strip() and not line.startswith("#")]
+    names = [name for name in names if name and name != "background"]
+    if not names:
+        raise DatasetError(f"{path}: no label in it; delete it to take the classes from the XMLs")
+    return names
 
 
 def _check_classes(classes: Sequence[str]) -> list[str]:
@@ -192,13 +223,20 @@ def _read_xml(folder: Path, name: str, image_id: int, classes: list[str],
     """Parse ``Annotations/<name>.xml``: objects split into targets and difficult ones, boxes converted once."""
     path = folder / "Annotations" / f"{name}.xml"
     tree = _parse_xml(path)
+    return read_voc_annotation(tree, path, finder.find(folder / "JPEGImages", name, tree.findtext("filename")),
+                               image_id, classes)
+
+
+def read_voc_annotation(tree: ET.Element, path: Path, image: Path, image_id: int,
+                        classes: list[str]) -> tuple[Annotation, BoxRepairs]:
+    """The :class:`Annotation` of one parsed VOC xml (``path`` names it in errors) for the image file ``image``:
+    objects split into targets and difficult ones, boxes converted once and repaired."""
     width, height = _read_size(tree, path)
     boxes, labels, difficult = _read_objects(tree, path, classes)
     boxes, keep, repairs = repair_boxes(boxes, torch.full((len(boxes),), float(width)),
                                         torch.full((len(boxes),), float(height)))
     boxes, labels, difficult = boxes.numpy()[keep.numpy()], labels[keep.numpy()], difficult[keep.numpy()]
-    annotation = Annotation(file=finder.find(folder / "JPEGImages", name, tree.findtext("filename")),
-                            image_id=image_id, boxes=boxes[~difficult], labels=labels[~difficult],
+    annotation = Annotation(file=image, image_id=image_id, boxes=boxes[~difficult], labels=labels[~difficult],
                             crowd_boxes=boxes[difficult], crowd_labels=labels[difficult], width=width, height=height)
     return annotation, repairs
 

@@ -7,11 +7,23 @@ The YAML (see :func:`load_yolo_yaml`)::
     val: images/val           #   of those; relative to ``path``
     names: [RBC, WBC]         # or {0: RBC, 1: WBC}
 
-A ``.txt`` list holds one image path a line; a relative one is relative to the list's folder. The labels of an
+Paths are resolved as ultralytics resolves them: ``path`` relative to the YAML's folder; a split relative to
+``path``, else to the YAML's folder, and ``../x`` that does not exist retried as ``x`` (a Roboflow ``data.yaml`` says
+``train: ../train/images`` while ``train/`` sits beside it). ``nc``, when given, must equal the number of names.
+
+Two other layouts give the same content without a YAML (:func:`load_yolo_config`): a darknet ``obj.data`` (CVAT
+"YOLO 1.1": ``names = obj.names``, ``train = train.txt``, ``valid = valid.txt`` optional, lines such as
+``obj_train_data/a.jpg`` or ``data/obj_train_data/a.jpg``, labels beside the images), and a folder holding
+``classes.txt``, ``images/`` and ``labels/`` (Label Studio's YOLO export; one split). A split that a layout does not
+give is ``None`` (:func:`has_split`): the data module then holds out a validation split (``detector.data.split``).
+
+A ``.txt`` list holds one image path a line; a relative one is relative to the list's folder (a leading ``data/``
+that does not exist there is dropped, as darknet lists are written from the folder above). The labels of an
 image are where its path has its last ``images`` folder replaced by ``labels``, with the suffix ``.txt``
 (``images/train/a.jpg`` -> ``labels/train/a.txt``; without an ``images`` folder, ``a.txt`` next to the image). One
-``<class> <cx> <cy> <w> <h>`` line per object, normalised to 0..1 by the image size; an image without a label file
-has no objects.
+``<class> <cx> <cy> <w> <h>`` line per object, normalised to 0..1 by the image size; a line ``<class> x1 y1 x2 y2
+...`` of three or more points (a segmentation export's polygon) is the polygon's bounding box, as ultralytics reads
+it; an image without a label file, or with an empty one, has no objects (a negative).
 
 Boxes change frame here, once: normalised cxcywh -> cxcywh original pixels (times the image size) -> xyxy
 (``detector.boxes.cxcywh_to_xyxy``). Labels are the class indices, category ids ``label + 1``. Image ids are
@@ -68,7 +80,74 @@ def load_yolo_yaml(path: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{path}{line}: malformed YAML: {error}") from error
     if not isinstance(config, dict):
         raise DatasetError(f"{path}: expected a mapping with path, train, val, names; got {type(config).__name__}")
-    return {**config, "names": _class_names(config.get("names"), path)}
+    names = _class_names(config.get("names"), path)
+    if config.get("nc") is not None and config["nc"] != len(names):
+        raise DatasetError(f"{path}: 'nc: {config['nc']}' but 'names' holds {len(names)} classes; make them agree")
+    return {**config, "names": names, "source": Path(path)}
+
+
+def load_yolo_config(path: str | Path) -> dict[str, Any]:
+    """The dataset of a YAML, a darknet ``obj.data`` or a Label Studio YOLO folder (see the module docstring), as a
+    YAML-like dict: ``names`` (a list), ``train``/``val`` (entries as in a YAML, or absent), ``path``, ``source``."""
+    path = Path(path)
+    if path.is_dir():
+        return _label_studio_config(path)
+    if path.suffix == ".data":
+        return _darknet_config(path)
+    return load_yolo_yaml(path)
+
+
+def _label_studio_config(folder: Path) -> dict[str, Any]:
+    """``classes.txt`` (one name a line), ``images/``, ``labels/``: one split, ``train``."""
+    classes = folder / "classes.txt"
+    if not classes.is_file() or not (folder / "images").is_dir():
+        raise DatasetError(f"{folder}: not a YOLO folder: expected classes.txt and images/ (with labels/), or give "
+                           "the dataset YAML or obj.data file as --data.root")
+    names = _read_names(classes)
+    return {"train": "images", "names": names, "source": classes}
+
+
+def _darknet_config(path: Path) -> dict[str, Any]:
+    """``key = value`` lines: ``names``, ``train``, optional ``valid`` (files relative to obj.data's folder)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the darknet data file: {error}") from error
+    values = dict(tuple(part.strip() for part in line.split("=", 1)) for line in lines if "=" in line)
+    if "names" not in values or "train" not in values:
+        raise DatasetError(f"{path}: a darknet obj.data needs 'names = obj.names' and 'train = train.txt'")
+    config = {"train": str(_darknet_file(path.parent, values["train"])), "source": path,
+              "names": _read_names(_darknet_file(path.parent, values["names"]))}
+    if values.get("valid"):
+        config["val"] = str(_darknet_file(path.parent, values["valid"]))
+    if values.get("classes", "").strip().isdigit() and int(values["classes"]) != len(config["names"]):
+        raise DatasetError(f"{path}: 'classes = {values['classes']}' but {values['names']} holds "
+                           f"{len(config['names'])} names; make them agree")
+    return config
+
+
+def _darknet_file(folder: Path, name: str) -> Path:
+    """A file named in obj.data: relative to its folder, a leading ``data/`` dropped when that does not exist."""
+    candidate = folder / name
+    if not candidate.exists() and name.startswith("data/"):
+        candidate = folder / name[len("data/"):]
+    return candidate
+
+
+def _read_names(path: Path) -> list[str]:
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read the class names: {error}") from error
+    if not names:
+        raise DatasetError(f"{path}: no class name in it (one name a line)")
+    return names
+
+
+def has_split(config: dict[str, Any], split: str) -> bool:
+    """Whether the dataset names the split (``val`` also under the key ``validation``, as ultralytics accepts)."""
+    keys = (split, "validation") if split == "val" else (split,)
+    return any(config.get(key) not in (None, "", []) for key in keys)
 
 
 def _class_names(names: Any, path: str | Path) -> list[str]:
@@ -88,24 +167,35 @@ def _class_names(names: Any, path: str | Path) -> list[str]:
 
 
 def yolo_class_names(yaml_path: str | Path) -> list[str]:
-    """The class names of a dataset YAML (index = label), without reading any image or label."""
-    return load_yolo_yaml(yaml_path)["names"]
+    """The class names of a dataset YAML, obj.data or YOLO folder (index = label), without reading any image or
+    label."""
+    return load_yolo_config(yaml_path)["names"]
 
 
 def split_images(config: dict[str, Any], split: str, yaml_path: str | Path) -> list[Path]:
     """The sorted image paths of ``config[split]`` (folders searched recursively, ``.txt`` lists read)."""
-    if config.get(split) in (None, "", []):
+    if not has_split(config, split):
         raise DatasetError(f"{yaml_path}: missing the key {split!r} (an image folder or .txt list, relative to "
                            "'path')")
+    value = config.get(split) if config.get(split) not in (None, "", []) else config.get("validation")
     yaml_folder = Path(yaml_path).parent
     root = yaml_folder / str(config["path"]) if config.get("path") else yaml_folder
-    entries = config[split] if isinstance(config[split], list) else [config[split]]
+    entries = value if isinstance(value, list) else [value]
     images: set[Path] = set()
     for entry in entries:
-        images.update(_entry_images(root / str(entry), yaml_path, split))
+        images.update(_entry_images(resolve_entry(str(entry), root, yaml_folder), yaml_path, split))
     if not images:
         raise DatasetError(f"{yaml_path}: the {split!r} split {entries} (under {root}) holds no image")
     return sorted(images)
+
+
+def resolve_entry(entry: str, root: Path, yaml_folder: Path) -> Path:
+    """Where a split's entry is: the first that exists of ``root/entry``, ``root/x`` for ``entry = ../x``,
+    ``yaml_folder/entry``, ``yaml_folder/x`` (ultralytics' order, see the module docstring); else ``root/entry``."""
+    stripped = entry[3:] if entry.startswith("../") else None
+    candidates = [root / entry, root / stripped if stripped else None, yaml_folder / entry,
+                  yaml_folder / stripped if stripped else None]
+    return next((c for c in candidates if c is not None and c.exists()), root / entry)
 
 
 def _entry_images(location: Path, yaml_path: str | Path, split: str) -> list[Path]:
@@ -113,7 +203,7 @@ def _entry_images(location: Path, yaml_path: str | Path, split: str) -> list[Pat
         return [p for p in location.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     if location.suffix == ".txt" and location.is_file():
         lines = [line.strip() for line in location.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [location.parent / line for line in lines]
+        return [_darknet_file(location.parent, line) for line in lines]
     raise DatasetError(f"{yaml_path}: {split}: {location} is neither an image folder nor a .txt list of images")
 
 
@@ -147,6 +237,8 @@ def read_label_file(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarra
 
 def _parse_line(line: str, path: Path, number: int, num_classes: int) -> tuple[int, list[float]]:
     fields = line.split()
+    if len(fields) >= 7 and len(fields) % 2 == 1:  # <class> and three or more x y points: a polygon
+        return _parse_polygon(fields, line, path, number, num_classes)
     if len(fields) != 5:
         raise DatasetError(f"{path}, line {number}: expected 5 fields '<class> <cx> <cy> <w> <h>', got "
                            f"{len(fields)}: {line.strip()!r}")
@@ -158,6 +250,18 @@ def _parse_line(line: str, path: Path, number: int, num_classes: int) -> tuple[i
         raise DatasetError(f"{path}, line {number}: class {fields[0]!r} is not an index in 0..{num_classes - 1} "
                            f"(the YAML names {num_classes} classes)")
     return int(values[0]), values[1:]
+
+
+def _parse_polygon(fields: list[str], line: str, path: Path, number: int,
+                   num_classes: int) -> tuple[int, list[float]]:
+    """The normalised cxcywh of a polygon's bounding box."""
+    label, _ = _parse_line(" ".join(fields[:5]), path, number, num_classes)
+    try:
+        points = np.array([float(field) for field in fields[1:]], dtype=np.float64).reshape(-1, 2)
+    except ValueError as error:
+        raise DatasetError(f"{path}, line {number}: not a number in {line.strip()!r}") from error
+    (x1, y1), (x2, y2) = points.min(axis=0), points.max(axis=0)
+    return label, [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
@@ -221,15 +325,17 @@ class YoloDetection(DetectionDataset):
     """The images of one split of a YOLO-format dataset (layout and rules in the module docstring).
 
     Args:
-        yaml_path: the dataset YAML (``path``, ``train``, ``val``, ``names``).
+        yaml_path: the dataset YAML (``path``, ``train``, ``val``, ``names``), a darknet ``obj.data``, or a
+            folder holding ``classes.txt``, ``images/`` and ``labels/`` (:func:`load_yolo_config`).
         split: the YAML key of the split (``"train"``, ``"val"``, ``"test"``).
         transform: applied to each :class:`Sample`.
     """
 
     def __init__(self, yaml_path: str | Path, split: str = "train",
                  transform: Callable[[Sample], Any] | None = None):
-        config = load_yolo_yaml(yaml_path)
+        config = load_yolo_config(yaml_path)
         names = config["names"]
+        yaml_path = config["source"] if Path(yaml_path).is_dir() else yaml_path
         source = f"{yaml_path} [{split}]"
         repairs, annotations, unreadable = BoxRepairs(), [], []
         for image_id, image in enumerate(split_images(config, split, yaml_path)):

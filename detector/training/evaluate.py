@@ -58,6 +58,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     options = {k: v for k, v in training_data_options(state).items() if k in known}
     options.update(data or {})
     datamodule = DetectionDataModule(**options)
+    datamodule.restore_split(state)  # a validation split held out at training: the same images
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
     description = replace(read_description(state), category_ids=datamodule.category_ids)

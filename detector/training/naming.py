@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from detector.data.detect import json_data_name
 from detector.data.voc import voc_layout
 from detector.training.configs import packaged_configs
 
@@ -31,8 +32,8 @@ def own_data_name(dataset: str, root: str | None, train_json: str | None) -> str
     if dataset == "yolo" and root:
         return Path(root).stem
     if train_json:
-        return Path(train_json).stem
-    if dataset == "voc" and root and voc_layout(root) == "folder":
+        return json_data_name(train_json)
+    if dataset == "voc" and root and voc_layout(root) in ("folder", "labelimg"):
         return Path(root).resolve().name
     return None
 
