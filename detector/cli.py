@@ -183,8 +183,8 @@ def demo_parser() -> ArgumentParser:
                         help="torch: a training checkpoint (--checkpoint); onnx: a file written by centernet export")
     parser.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
                         help="with --backend torch and a checkpoint: what runs the fp32 network; onnxruntime exports "
-                             "it in memory and runs it on the CPU (about 2x faster than torch on some CPUs, "
-                             "bench/RESULTS.md)")
+                             "it in memory and runs it on the CPU (about 1.2x as fast as torch on the project's "
+                             "2-core CPU, bench/RESULTS.md)")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
     return parser

@@ -159,8 +159,8 @@ class Detector(BaseDetector):
         calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
             read) to calibrate the activation ranges on.
         runtime: what runs the network in fp32: ``"torch"`` (the default) or ``"onnxruntime"`` (the network
-            exported and run by ONNX Runtime on the CPU, ``detector.inference.runtime.fp32_network``: about 2x
-            faster than torch on this project's CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in
+            exported and run by ONNX Runtime on the CPU, ``detector.inference.runtime.fp32_network``: about 1.2x
+            as fast as torch on this project's 2-core CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in
             ONNX Runtime; bf16 and ``compile`` need torch.
     """
 
