@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
+import numpy as np
 import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -310,6 +311,22 @@ def test_demo_video_output_is_replaced_only_with_exist_ok_and_never_the_video_it
     sink.close()
     assert (tmp_path / "out.mp4").read_bytes() != b"an earlier video"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]
+
+
+def test_the_results_json_replaces_the_old_one_only_when_closed(tmp_path):
+    from detector.detections import Detections
+    from detector.results import CocoResultsWriter
+
+    path = tmp_path / "dets.json"
+    path.write_text('["the earlier run"]')
+    writer = CocoResultsWriter(path, [1])
+    found = Detections(np.array([[1, 2, 11, 22]], np.float32), np.array([0.9], np.float32), np.array([0]),
+                       np.array(["cat"]))
+    writer.write(found, 0, "a.png")
+    assert path.read_text() == '["the earlier run"]'  # not truncated while the run goes on
+    writer.close()
+    assert [entry["bbox"] for entry in json.loads(path.read_text())] == [[1, 2, 10, 20]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dets.json"]
 
 
 # check --------------------------------------------------------------------------------------------------------------
