@@ -19,10 +19,13 @@ import numpy as np
 
 from detector.data.dataset import DetectionDataset
 from detector.data.detect import json_data_name
+from detector.errors import OptionError
 from detector.images import ImageReadError
+from detector.overwrite import Outputs, replacing, write_bytes
 from detector.visualize import class_color, draw_label
 
 HISTOGRAM_FILE = "boxes.png"
+SAMPLES_FOLDER = "train_samples"
 
 
 @dataclass
@@ -76,8 +79,11 @@ class CheckReport:
         return "\n".join(parts)
 
 
-def check_dataset(data, output: str | Path, num_images: int = 16) -> CheckReport:
-    """Read ``data`` (a ``DetectionDataModule``) as training would, count, draw and write into ``output``."""
+def check_dataset(data, output: str | Path, num_images: int = 16, exist_ok: bool = False) -> CheckReport:
+    """Read ``data`` (a ``DetectionDataModule``) as training would, count, draw and write into ``output``.
+
+    The files it would write are checked first (``detector.overwrite``): never a file of the dataset, a checkpoint,
+    an annotation or label file; an existing one only with ``exist_ok`` (:class:`OptionError` otherwise)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         data.prepare_data()
@@ -85,8 +91,9 @@ def check_dataset(data, output: str | Path, num_images: int = 16) -> CheckReport
         train, val = data.train_dataset, data.val_dataset
         counts = [split_counts(dataset, data.num_classes) for dataset in (train, val)]
         output = Path(output)
+        check_outputs(data, output, sample_indices(len(train), num_images), exist_ok)
         output.mkdir(parents=True, exist_ok=True)
-        samples = write_train_samples(train, output / "train_samples", num_images)
+        samples = write_train_samples(train, output / SAMPLES_FOLDER, num_images)
     report = CheckReport(data.class_names, counts[0], counts[1], [str(w.message) for w in caught])
     report.warnings += [f"{file}: cannot be decoded" for file in unreadable_files(train) + unreadable_files(val)]
     report.histogram = write_histograms(report, output / HISTOGRAM_FILE)
@@ -133,17 +140,36 @@ def draw_ground_truth(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
     return out
 
 
+def sample_indices(length: int, num_images: int) -> list[int]:
+    """The training images drawn: ``num_images`` indices spread over a split of ``length``."""
+    return np.linspace(0, length - 1, min(num_images, length)).round().astype(int).tolist()
+
+
+def sample_name(index: int) -> str:
+    return f"{index:06d}.png"
+
+
+def check_outputs(data, output: Path, indices: list[int], exist_ok: bool) -> None:
+    """The overwrite rule for ``--output``: the files check writes there, against the dataset's files (the
+    annotations' images and the data options naming files)."""
+    options = [value for value in vars(data).values() if isinstance(value, (str, Path)) and Path(value).is_file()]
+    images = [ann.file for dataset in (data.train_dataset, data.val_dataset) for ann in dataset.annotations]
+    guard = Outputs([*options, *images], exist_ok, OptionError)
+    names = [output / HISTOGRAM_FILE, *(output / SAMPLES_FOLDER / sample_name(i) for i in indices)]
+    guard.check_all("--output", names, output)
+
+
 def write_train_samples(dataset: DetectionDataset, folder: Path, num_images: int) -> list[Path]:
-    """``num_images`` training images spread over the split, augmented (``dataset[i]``), boxes drawn, as PNG."""
+    """``num_images`` training images spread over the split, augmented (``dataset[i]``), boxes drawn, as PNG (each
+    written through a temporary file)."""
     folder.mkdir(parents=True, exist_ok=True)
-    count = min(num_images, len(dataset))
     paths = []
-    for index in np.linspace(0, len(dataset) - 1, count).round().astype(int).tolist():
+    for index in sample_indices(len(dataset), num_images):
         item = dataset[index]
         image = item["image"].permute(1, 2, 0).numpy()  # [3, S, S] -> [S, S, 3] RGB uint8
         drawn = draw_ground_truth(image, item["boxes"].numpy(), item["labels"].numpy(), dataset.class_names)
-        path = folder / f"{index:06d}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        path = folder / sample_name(index)
+        write_bytes(path, cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))[1].tobytes())
         paths.append(path)
     return paths
 
@@ -165,13 +191,15 @@ def write_histograms(report: CheckReport, path: Path) -> Path:
         axis.set_title(title)
         axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=80)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=80)
     plt.close(figure)
     return path
 
 
 def default_output(dataset: str, root: str | None, train_json: str | None) -> Path:
-    """``runs/check/<dataset name>``: the root's name (a YAML's stem), the train json's stem, or the format."""
+    """``runs/check/<dataset name>``: the root's name (a YAML's stem), the train json's stem, or the format
+    (the command numbers it, ``<name>2``, ..., when it exists: ``detector.overwrite.numbered``)."""
     if root:
         name = Path(root).stem if dataset == "yolo" else Path(root).resolve().name
     elif train_json:

@@ -23,6 +23,7 @@ from jsonargparse import ArgumentParser
 
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DetectorError
+from detector.overwrite import EXIST_OK_HELP
 
 USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet <command> --help: its options)"
 # torch's warnings during an export that the user can do nothing about: its TorchScript-based ONNX exporter and
@@ -93,7 +94,8 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
-                      strategy=config.strategy, precision=config.precision, output=output)
+                      strategy=config.strategy, precision=config.precision, output=output,
+                      exist_ok=config.exist_ok)
     if rank_zero_only.rank == 0:
         print("\n" + result.table(config.checkpoint))
         if config.results:
@@ -122,6 +124,7 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     parser.add_argument("--output", type=str | None, default=None,
                         help="folder for results.csv, PR_curve.png and the confusion matrix (default: a new val, "
                              "val2, ... folder in the checkpoint's run folder)")
+    parser.add_argument("--exist_ok", type=bool, default=False, help=EXIST_OK_HELP)
     parser.add_argument("--accelerator", type=str, default="auto", help="cpu, gpu, auto, ...")
     parser.add_argument("--precision", type=str | None, default=None, help="e.g. bf16-mixed, 16-mixed")
     parser.add_argument("--devices", type=int, default=1, help="devices (processes) to evaluate on")
@@ -158,6 +161,7 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--save_txt", type=str | None, default=None,
                         help="write one YOLO label file per image or frame into this folder (class cx cy w h score, "
                              "normalised; <image stem>.txt or <video stem>_<frame>.txt)")
+    parser.add_argument("--exist_ok", type=bool, default=False, help=EXIST_OK_HELP)
     parser.add_argument("--txt_scores", type=bool, default=True,
                         help="false: --save_txt files without the score column (plain YOLO labels)")
     parser.add_argument("--conf", type=float, default=DEFAULT_SCORE_THRESHOLD, help="score threshold")
@@ -195,7 +199,7 @@ def demo_main(args: list[str] | None = None) -> None:
     import torch
 
     from detector.demo.loop import DemoOptions, run_demo
-    from detector.demo.outputs import open_results, open_sink
+    from detector.demo.outputs import check_results, open_results, open_sink, output_guard
     from detector.inference.detectors import Detector, OnnxDetector, pick_device
     from detector.inference.pipeline import resolve_classes
     from detector.inference.sources import open_source
@@ -211,7 +215,9 @@ def demo_main(args: list[str] | None = None) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
-    sink = open_sink(config.output, source)
+    guard = output_guard(source, [config.checkpoint, config.onnx, config.calibration], config.exist_ok)
+    check_results(source, config.save_json, config.save_txt, guard)  # every output checked before any is opened
+    sink = open_sink(config.output, source, guard)
     if config.backend == "onnx":
         detector = OnnxDetector(config.onnx, threads=config.threads)
         if config.precision not in (None, detector.precision):
@@ -230,7 +236,8 @@ def demo_main(args: list[str] | None = None) -> None:
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
                           agnostic=config.agnostic)
-    results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores)
+    results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores,
+                           guard)
     report = run_demo(detector, source, sink, options, results)
     print(report.summary())
     if report.frames == 0 and not report.stopped:
@@ -268,6 +275,7 @@ def export_parser() -> ArgumentParser:
     parser.add_argument("--checkpoint", type=str, required=True, help="training checkpoint")
     parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="the file's format")
     parser.add_argument("--output", type=str, required=True, help="file to write, e.g. model.onnx or model.pt")
+    parser.add_argument("--exist_ok", type=bool, default=False, help=EXIST_OK_HELP)
     parser.add_argument("--max_detections", "--max-detections", type=int, default=100,
                         help="K, detections per image")
     parser.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
@@ -289,7 +297,7 @@ def export_main(args: list[str] | None = None) -> None:
         for message in EXPORT_NOISE:
             warnings.filterwarnings("ignore", message=message)
         path = export_checkpoint(config.checkpoint, config.format, config.output, config.max_detections,
-                                 config.precision, config.calibration)
+                                 config.precision, config.calibration, config.exist_ok)
     print(f"wrote {path} ({config.format}, {config.precision}; input images uint8 [B, 3, S, S] letterboxed RGB; "
           f"outputs boxes, scores, labels)")
 
@@ -303,7 +311,9 @@ def check_parser() -> ArgumentParser:
     parser.add_class_arguments(DetectionDataModule, "data")
     parser.add_argument("--num_images", type=int, default=16, help="training images to draw")
     parser.add_argument("--output", type=str | None, default=None,
-                        help="folder to write into (default runs/check/<dataset name>)")
+                        help="folder to write into (default runs/check/<dataset name>, numbered <name>2, ... "
+                             "when it exists)")
+    parser.add_argument("--exist_ok", type=bool, default=False, help=EXIST_OK_HELP)
     return parser
 
 
@@ -312,11 +322,12 @@ def check_main(args: list[str] | None = None):
     from detector.check import check_dataset, default_output
     from detector.data.datamodule import DetectionDataModule
     from detector.data.detect import with_detected_dataset
+    from detector.overwrite import numbered
 
     config = check_parser().parse_args(with_detected_dataset(list(sys.argv[1:] if args is None else args)))
     data = config.data.as_dict()
-    output = config.output or default_output(data["dataset"], data["root"], data["train_json"])
-    report = check_dataset(DetectionDataModule(**data), output, config.num_images)
+    output = config.output or numbered(default_output(data["dataset"], data["root"], data["train_json"]))
+    report = check_dataset(DetectionDataModule(**data), output, config.num_images, config.exist_ok)
     print(report.summary())
     return report
 

@@ -27,6 +27,7 @@ from pycocotools.coco import COCO
 
 from detector.boxes import iou_xyxy, xywh_to_xyxy
 from detector.detections import DEFAULT_SCORE_THRESHOLD
+from detector.overwrite import replacing
 
 BACKGROUND = "background"
 
@@ -49,7 +50,7 @@ class ConfusionMatrix:
     def to_csv(self, path: str | Path) -> Path:
         """Write the counts with a header row of predicted names and a first column of ground-truth names."""
         path = Path(path)
-        with path.open("w", newline="") as file:
+        with replacing(path) as temporary, temporary.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["ground truth \\ predicted", *self.names])
             for name, row in zip(self.names, self.counts.tolist()):

@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detector.boxes import iou_xyxy, xywh_to_xyxy, xyxy_to_xywh
 from detector.confusion import ConfusionMatrix, confusion_matrix
+from detector.overwrite import write_text
 
 COCO_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")
 PR_RECALL = np.linspace(0.0, 1.0, 101)  # COCOeval's recall thresholds: the x of the precision-recall curves
@@ -198,8 +199,7 @@ class Evaluator:
         image_ids = sorted(self.image_ids)
         voc = voc07_map(self.gt, self.results, image_ids=image_ids) if self.voc07 else None
         if self.results_path is not None:
-            self.results_path.parent.mkdir(parents=True, exist_ok=True)
-            self.results_path.write_text(json.dumps(self.results))
+            write_text(self.results_path, json.dumps(self.results))  # a temporary file renamed over it
         confusion = confusion_matrix(self.gt, self.results, self.category_ids, image_ids)
         return EvalResult(coco_evaluate(self.gt, self.results, image_ids), voc, len(image_ids), self.setting,
                           confusion)

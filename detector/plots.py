@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detector.overwrite import replacing
+
 if TYPE_CHECKING:
     from detector.confusion import ConfusionMatrix
     from detector.evaluation import EvalResult
@@ -80,8 +82,9 @@ def save_evaluation(result: EvalResult, folder: str | Path, epoch: int | None = 
     """One evaluation's files in ``folder``: ``results.csv`` with its one row (``epoch`` and ``step`` those of the
     checkpoint, if known) and :func:`save_evaluation_plots`; their paths."""
     path = Path(folder) / RESULTS_CSV
-    path.unlink(missing_ok=True)
-    return [append_results_row(path, results_row(epoch, step, result.metrics)), *save_evaluation_plots(result, folder)]
+    with replacing(path) as temporary:  # the old file stays whole until the new one is
+        append_results_row(temporary, results_row(epoch, step, result.metrics))
+    return [path, *save_evaluation_plots(result, folder)]
 
 
 def mean_pr_curve(curves: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -154,6 +157,7 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: str | Path) -> Path:
 def _save(plt, figure, path: str | Path) -> Path:
     path = Path(path)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=100)
     plt.close(figure)
     return path

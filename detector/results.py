@@ -13,6 +13,7 @@ Where the boxes change frame (xyxy original pixels in, each conversion named in 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ import torch
 
 from detector.boxes import xyxy_to_cxcywh, xyxy_to_xywh
 from detector.detections import Detections
+from detector.overwrite import temporary_beside, write_text
 
 
 def coco_results(detections: Detections, image_id: int, category_ids: Sequence[int], file_name: str,
@@ -47,13 +49,14 @@ def yolo_lines(detections: Detections, width: int, height: int, scores: bool = T
 
 class CocoResultsWriter:
     """Writes one COCO results json (a list of result dicts) as the images come: one detection per line, so memory
-    stays flat over a long video, and ``close`` (also after Ctrl-C) leaves a valid file."""
+    stays flat over a long video, and ``close`` (also after Ctrl-C) leaves a valid file. The lines go to a temporary
+    file beside ``path``, renamed over it by ``close``: ``path`` is never truncated before."""
 
     def __init__(self, path: str | Path, category_ids: Sequence[int]):
         self.path = Path(path)
         self.category_ids = list(category_ids)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "w", encoding="utf-8")
+        self.temporary = temporary_beside(self.path)
+        self.file = open(self.temporary, "w", encoding="utf-8")
         self.file.write("[")
         self.count = 0
 
@@ -66,11 +69,12 @@ class CocoResultsWriter:
         if not self.file.closed:
             self.file.write("\n]\n")
             self.file.close()
+            os.replace(self.temporary, self.path)
 
 
 class YoloTxtWriter:
     """Writes one YOLO label file per image into ``folder``: ``<name>.txt`` (an image with no detection gets an
-    empty file, so that a missing file means "not processed")."""
+    empty file, so that a missing file means "not processed"), each through a temporary file renamed over it."""
 
     def __init__(self, folder: str | Path, scores: bool = True):
         self.folder = Path(folder)
@@ -80,8 +84,7 @@ class YoloTxtWriter:
     def write(self, detections: Detections, name: str, width: int, height: int) -> Path:
         path = self.folder / f"{name}.txt"
         lines = yolo_lines(detections, width, height, self.scores)
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        return path
+        return write_text(path, "".join(line + "\n" for line in lines))
 
     def close(self) -> None:
         pass

@@ -34,7 +34,8 @@ def write(tmp_path: Path, name: str) -> Export:
 
 
 def check(export: Export, tmp_path: Path, capsys, *options: str) -> tuple[int, str, str]:
-    code = run("check", [*export.args, "--output", str(tmp_path / "out"), "--num_images", "1", *options])
+    code = run("check", [*export.args, "--output", str(tmp_path / "out"), "--num_images", "1", "--exist_ok", "true",
+                         *options])  # some tests check twice into one folder
     out, err = capsys.readouterr()
     return code, out, err
 

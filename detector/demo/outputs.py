@@ -3,13 +3,17 @@ the refusal to overwrite a source file.
 
 Sinks take ``[H, W, 3]`` uint8 RGB images (written as BGR by OpenCV). The detection files are
 :mod:`detector.results`'s (a COCO-style results json, YOLO label txt files). Every output is checked when it is
-opened (a :class:`DemoError` naming the flag) so that no work is lost at the end.
+opened (a :class:`DemoError` naming the flag) so that no work is lost at the end, and against the overwrite rule of
+:mod:`detector.overwrite` (:func:`output_guard`: never a source, the checkpoint, a checkpoint, annotation or label
+file; an existing output only with ``--exist_ok true``). Every file is written through a temporary file renamed over
+it when complete.
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -18,6 +22,7 @@ from detector.detections import Detections
 from detector.errors import DemoError
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from detector.inference.sources import Frame, ImageSource, VideoSource, source_files
+from detector.overwrite import Outputs, temporary_beside, write_bytes
 from detector.results import CocoResultsWriter, YoloTxtWriter
 
 
@@ -44,6 +49,13 @@ def _overwritten(path: Path, sources: dict[tuple[int, int], Path]) -> Path | Non
     return sources.get((info.st_dev, info.st_ino))
 
 
+def output_guard(source: ImageSource | VideoSource, inputs: Iterable[str | Path | None] = (),
+                 exist_ok: bool = False) -> Outputs:
+    """The demo's overwrite check (:class:`detector.overwrite.Outputs`): the source's files and ``inputs`` (the
+    checkpoint, the ONNX file) are what it reads; ``exist_ok``: ``--exist_ok``."""
+    return Outputs([*source_files(source), *(path for path in inputs if path)], exist_ok, DemoError)
+
+
 # sinks --------------------------------------------------------------------------------------------------------------
 
 class VideoSink:
@@ -53,18 +65,23 @@ class VideoSink:
         self.path = path
         self.fps = fps
         self.writer: cv2.VideoWriter | None = None
+        self.temporary: Path | None = None  # written, then renamed over path by close
 
     def write(self, name: str, image: np.ndarray) -> None:
         if self.writer is None:
             H, W = image.shape[:2]
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (W, H))
+            self.temporary = temporary_beside(self.path)
+            self.writer = cv2.VideoWriter(str(self.temporary), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (W, H))
             if not self.writer.isOpened():
+                self.temporary.unlink(missing_ok=True)
                 raise DemoError(f"cannot write video {self.path} (mp4v, {W}x{H}, {self.fps:g} fps)")
         self.writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
+            self.writer = None
+            os.replace(self.temporary, self.path)
 
 
 class ImageSink:
@@ -77,20 +94,28 @@ class ImageSink:
 
     def write(self, name: str, image: np.ndarray) -> None:
         path = self.file or self.folder / name
-        if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        encoded, data = cv2.imencode(path.suffix or ".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        if not encoded:
             raise DemoError(f"cannot write image {path}")
+        try:
+            write_bytes(path, data.tobytes())
+        except OSError as error:
+            raise DemoError(f"cannot write image {path}: {error}") from error
 
     def close(self) -> None:
         pass
 
 
-def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> VideoSink | ImageSink | None:
+def open_sink(output: str | Path | None, source: ImageSource | VideoSource,
+              guard: Outputs | None = None) -> VideoSink | ImageSink | None:
     """The output for ``source``: a video file for a video source; for image sources a folder, or an image file
-    (a name with an image suffix) for a single image. Checks now that it can be written (raises
+    (a name with an image suffix) for a single image. Checks now that it can be written and that it replaces
+    nothing the overwrite rule keeps (``guard``, by default :func:`output_guard` of the source; raises
     :class:`DemoError`), so that no work is lost at the end."""
     if output is None:
         return None
     output = Path(output)
+    guard = guard or output_guard(source)
     _refuse_overwrite(output, source)
     if isinstance(source, ImageSource):
         if output.suffix.lower() in VIDEO_SUFFIXES:
@@ -99,13 +124,16 @@ def open_sink(output: str | Path | None, source: ImageSource | VideoSource) -> V
             if source.length != 1:
                 raise DemoError(f"--output {output}: an image file holds one image, the source has "
                                 f"{source.length}; give a folder")
+            guard.check("--output", output)
             _check_writable(output.parent)
             return ImageSink(output.parent, file=output)
+        guard.check_all("--output", [output / path.name for path in source.paths], output)
         _check_writable(output)
         return ImageSink(output)
     if output.suffix.lower() not in VIDEO_SUFFIXES:
         raise DemoError(f"--output {output}: for a video source the output is a video file "
                         f"({', '.join(sorted(VIDEO_SUFFIXES))})")
+    guard.check("--output", output)
     _check_writable(output.parent)
     return VideoSink(output, source.fps)
 
@@ -156,27 +184,46 @@ class ResultFiles:
                 writer.close()
 
 
-def open_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
-                 save_txt: str | Path | None = None, category_ids: Sequence[int] | None = None,
-                 txt_scores: bool = True) -> ResultFiles | None:
-    """The ``--save_json`` file and ``--save_txt`` folder, checked and opened now (raises :class:`DemoError`
-    naming the flag) so that no work is lost at the end; None when neither is asked for. ``category_ids``: the
-    dataset's id of each label (the detector's), required for the json."""
-    if save_json is None and save_txt is None:
-        return None
-    json_writer = txt_writer = None
+def check_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
+                  save_txt: str | Path | None = None, guard: Outputs | None = None) -> None:
+    """Refuse (:class:`DemoError`) a ``--save_json`` or ``--save_txt`` that would replace a source, a checkpoint,
+    an annotation or label file, or (without ``--exist_ok true``) an existing file; nothing is written."""
+    guard = guard or output_guard(source)
     if save_json is not None:
         save_json = Path(save_json)
-        if category_ids is None:
-            raise DemoError(f"--save_json {save_json}: the model does not record the dataset's category ids (an "
-                            f"ONNX file exported before 2026-12-01); export it again with centernet export")
         if (file := _overwritten(save_json, _file_ids(source))) is not None:
             raise DemoError(f"--save_json {save_json} is the source {file}; give another file, e.g. "
                             f"--save_json results.json")
-        json_writer = _open_writer("--save_json", save_json, lambda: CocoResultsWriter(save_json, category_ids))
+        guard.check("--save_json", save_json)
     if save_txt is not None:
         _refuse_shared_stems(source)
+        folder = Path(save_txt)
+        if folder.exists() and not folder.is_dir():
+            raise DemoError(f"--save_txt {folder} is a file; give a folder for the label files")
+        if isinstance(source, ImageSource):
+            names = [folder / f"{path.stem}.txt" for path in source.paths]
+        else:  # <video stem>_<frame>.txt: the frames are not counted yet
+            names = sorted(folder.glob(f"{source.stem}_*.txt")) if folder.is_dir() else []
+        guard.check_all("--save_txt", names, folder)
+
+
+def open_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
+                 save_txt: str | Path | None = None, category_ids: Sequence[int] | None = None,
+                 txt_scores: bool = True, guard: Outputs | None = None) -> ResultFiles | None:
+    """The ``--save_json`` file and ``--save_txt`` folder, checked (:func:`check_results`, both before either is
+    opened) and opened now (raises :class:`DemoError` naming the flag) so that no work is lost at the end; None when
+    neither is asked for. ``category_ids``: the dataset's id of each label (the detector's), required for the json."""
+    if save_json is None and save_txt is None:
+        return None
+    if save_json is not None and category_ids is None:
+        raise DemoError(f"--save_json {save_json}: the model does not record the dataset's category ids (an "
+                        f"ONNX file exported before 2026-12-01); export it again with centernet export")
+    check_results(source, save_json, save_txt, guard)
+    json_writer = txt_writer = None
+    if save_txt is not None:
         txt_writer = _open_writer("--save_txt", save_txt, lambda: YoloTxtWriter(save_txt, txt_scores))
+    if save_json is not None:
+        json_writer = _open_writer("--save_json", save_json, lambda: CocoResultsWriter(save_json, category_ids))
     return ResultFiles(json_writer, txt_writer)
 
 

@@ -33,6 +33,7 @@ from detector.decode import decode
 from detector.errors import ExportError
 from detector.inference.quantize import calibration_batches, quantize_onnx
 from detector.inference.runtime import onnx_opset, quiet_tracer, trace_onnx
+from detector.overwrite import Outputs, replacing
 from detector.preprocess import normalize
 
 ExportFormat = Literal["onnx", "torchscript"]
@@ -106,10 +107,16 @@ def export_torchscript(model: nn.Module, path: str | Path, class_names: list[str
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | Path, k: int = 100,
-                      precision: ExportPrecision = "fp32", calibration: str | Path | None = None) -> Path:
+                      precision: ExportPrecision = "fp32", calibration: str | Path | None = None,
+                      exist_ok: bool = False) -> Path:
     """Rebuild the network from ``checkpoint`` and export it in format ``fmt`` to ``output`` (its folder is made if
     missing). ``precision="int8"`` (ONNX only): the network quantized on the ``calibration`` images (a folder or
-    a glob of training images; see ``detector.inference.quantize``)."""
+    a glob of training images; see ``detector.inference.quantize``).
+
+    ``output`` follows the overwrite rule (``detector.overwrite``): never the checkpoint or a calibration image, a
+    checkpoint, an annotation or label file; an existing file (an earlier export) only with ``exist_ok``
+    (:class:`ExportError` otherwise, before anything is read). The file is written beside ``output`` under a
+    temporary name and renamed over it when complete."""
     exporters = {"onnx": export_onnx, "torchscript": export_torchscript}
     if fmt not in exporters:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {sorted(exporters)}")
@@ -117,23 +124,37 @@ def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | P
         raise ValueError(f"unknown export precision {precision!r}; choose 'fp32' or 'int8'")
     if precision == "int8" and fmt != "onnx":
         raise ValueError("int8 export is ONNX only (ONNX Runtime runs it): use --format onnx")
+    output = Outputs([checkpoint, *_calibration_files(calibration)], exist_ok, ExportError).check("--output", output)
     state = load_checkpoint(checkpoint)
     info = read_description(state)
-    output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)  # as the demo and eval make theirs
     except OSError as error:
         raise ExportError(f"cannot create output folder {output.parent}: {error}") from error
+    model = build_model(state)
     if precision == "int8":
-        return _export_int8(build_model(state), output, info.class_names, info.input_size, k, info.category_ids,
-                            calibration)
-    return exporters[fmt](build_model(state), output, info.class_names, info.input_size, k, info.category_ids)
+        batches = calibration_batches(calibration, info.input_size)  # checked before the export's time is spent
+    with replacing(output) as temporary:
+        if precision == "int8":
+            _export_int8(model, temporary, info.class_names, info.input_size, k, info.category_ids, batches)
+        else:
+            exporters[fmt](model, temporary, info.class_names, info.input_size, k, info.category_ids)
+    return output
+
+
+def _calibration_files(calibration: str | Path | None) -> list[Path]:
+    """The files a calibration folder or file holds (inputs the export must not overwrite)."""
+    if calibration is None or not isinstance(calibration, (str, Path)):
+        return []
+    path = Path(calibration)
+    if path.is_dir():
+        return [file for file in path.iterdir() if file.is_file()]
+    return [path] if path.is_file() else []
 
 
 def _export_int8(model: nn.Module, output: Path, class_names: list[str], input_size: int, k: int,
-                 category_ids: list[int] | None, calibration: str | Path | None) -> Path:
-    """The fp32 export, then its network quantized on ``calibration`` into ``output``."""
-    batches = calibration_batches(calibration, input_size)  # checked before the export's time is spent
+                 category_ids: list[int] | None, batches: list) -> Path:
+    """The fp32 export, then its network quantized on the calibration ``batches`` into ``output``."""
     with tempfile.TemporaryDirectory() as folder:
         fp32 = export_onnx(model, Path(folder) / "fp32.onnx", class_names, input_size, k, category_ids,
                            precision="int8")

@@ -11,7 +11,9 @@ import pytorch_lightning as pl
 from detector.checkpoint import build_model, check_classes, load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import EvalResult
-from detector.plots import save_evaluation
+from detector.errors import OptionError
+from detector.overwrite import Outputs
+from detector.plots import CONFUSION_CSV, CONFUSION_PNG, PR_CURVE_PNG, RESULTS_CSV, save_evaluation
 from detector.training.module import CenterNetModule
 from detector.training.quiet import EPOCH_LINE, quiet_lightning
 
@@ -36,7 +38,7 @@ def eval_output_folder(checkpoint: str | Path) -> Path:
 def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_test: bool = False,
              nms_iou: float | None = None, results: str | Path | None = None, accelerator: str = "auto",
              devices: int = 1, strategy: str = "auto", precision: str | None = None,
-             output: str | Path | None = None) -> EvalResult:
+             output: str | Path | None = None, exist_ok: bool = False) -> EvalResult:
     """Evaluate ``checkpoint`` on a validation split with the COCO metric (and VOC07 mAP on VOC).
 
     Args:
@@ -49,6 +51,9 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
             into this folder (``detector.plots``; :func:`eval_output_folder` is the command's default). None: no files.
         accelerator, devices, strategy, precision: Lightning's; ``strategy="ddp"`` splits the images over
             ``devices`` processes, each image counted once.
+        exist_ok: replace an existing ``results`` file or ``output`` files. Never replaced, even so (the rule of
+            ``detector.overwrite``, checked before the evaluation runs): the checkpoint, the data's files, any
+            checkpoint, annotation or label file, and a training run's folder (its ``results.csv`` is the run's).
 
     Returns the :class:`EvalResult` (on every process). Raises :class:`CheckpointError` for a checkpoint that is not
     ours or was trained on other classes, ``DatasetError`` for unusable data.
@@ -61,6 +66,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     datamodule.restore_split(state)  # a validation split held out at training: the same images
     datamodule.setup("validate")
     check_classes(state, datamodule.class_names, "the evaluation dataset")
+    check_outputs(checkpoint, options, datamodule, results, output, exist_ok)
     description = replace(read_description(state), category_ids=datamodule.category_ids)
     model = CenterNetModule.around(build_model(state), description, flip_test=flip_test, nms_iou=nms_iou,
                                    voc07=options.get("dataset") == "voc")
@@ -72,3 +78,24 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     if output is not None and trainer.is_global_zero:
         save_evaluation(model.last_result, output, state.get("epoch"), state.get("global_step"))
     return model.last_result
+
+
+def check_outputs(checkpoint: str | Path, options: dict[str, Any], datamodule: DetectionDataModule,
+                  results: str | Path | None, output: str | Path | None, exist_ok: bool) -> None:
+    """The overwrite rule (``detector.overwrite``) for ``--results`` and ``--output``, before anything runs: the
+    inputs are the checkpoint, the data options that name files, and the validation images."""
+    if results is None and output is None:
+        return
+    files = [value for value in options.values() if isinstance(value, (str, Path)) and Path(value).is_file()]
+    images = [annotation.file for annotation in datamodule.val_dataset.annotations]
+    guard = Outputs([checkpoint, *files, *images], exist_ok, OptionError)
+    if results is not None:
+        guard.check("--results", results)
+    if output is not None:
+        folder = Path(output)
+        if (folder / "checkpoints").is_dir() or (folder / "hparams.yaml").is_file():
+            raise OptionError(f"--output {folder} is a training run's folder: its {RESULTS_CSV} is the run's record "
+                              "of every validation; give another folder (by default eval writes a new val folder "
+                              "in the run)")
+        names = (RESULTS_CSV, PR_CURVE_PNG, CONFUSION_PNG, CONFUSION_CSV)
+        guard.check_all("--output", [folder / name for name in names], folder)

@@ -54,6 +54,9 @@ class DetectorCLI(LightningCLI):
                             help="Resume training: 'last' (the newest last.ckpt of this run name, see --name) "
                                  "or the path of a checkpoint. The step, epoch, optimiser state and the "
                                  "learning-rate schedule continue.")
+        parser.add_argument("--exist_ok", type=bool, default=False,
+                            help="true: a new run may write into a run folder that already holds files (a fixed "
+                                 "logger version); another run's checkpoints are never overwritten")
         parser.add_argument("--report_checkpoint", type=Literal["best", "last"], default="best",
                             help="The checkpoint validated and reported at the end: 'best' (by validation AP) or "
                                  "'last' (the last epoch, as the paper reports).")
@@ -123,6 +126,29 @@ def _continue_run_folder(ckpt_path: str, trainer: pl.Trainer) -> None:
         logger._version = int(number)  # read lazily, when fit sets up
 
 
+def refuse_overwriting_run(trainer: pl.Trainer, resuming: bool, exist_ok: bool) -> None:
+    """A new run (no ``--ckpt_path``) writes over no other run's files (``detector.overwrite``'s rule): a checkpoint
+    folder holding checkpoints is refused, and a run folder holding files unless ``exist_ok``. Each run gets a new
+    ``version_N`` by default, so only a fixed logger version, ``--checkpoint.dirpath`` or a run without a logger
+    (``<default_root_dir>/checkpoints``) can meet either; a resumed run's folder is its own."""
+    if resuming:
+        return
+    logger, callback = trainer.logger, trainer.checkpoint_callback
+    fixed = isinstance(logger, TensorBoardLogger) and logger._version is not None  # else a new version_N
+    run = Path(logger.log_dir) if fixed else None
+    folder = Path(callback.dirpath) if callback is not None and callback.dirpath else None
+    folder = folder or (run / "checkpoints" if run is not None else None)
+    if folder is None and callback is not None and logger is None:  # Lightning's folder for a run without a logger
+        folder = Path(trainer.default_root_dir) / "checkpoints"
+    if folder is not None and folder.is_dir() and any(folder.glob("*.ckpt")):
+        raise OptionError(f"the checkpoint folder {folder} holds another run's checkpoints, which a new run never "
+                          "overwrites; give another --checkpoint.dirpath (or logger version), or resume that run "
+                          "with --ckpt_path")
+    if run is not None and run.is_dir() and any(run.iterdir()) and not exist_ok:
+        raise OptionError(f"the run folder {run} already holds files; give another logger version or --name, "
+                          "--exist_ok true to write into it, or --ckpt_path to resume its run")
+
+
 def _has_config(args: list[str]) -> bool:
     return any(a == "--config" or a.startswith("--config=") for a in args)
 
@@ -170,7 +196,9 @@ def _train(args: list[str], prog: str) -> DetectorCLI:
                       save_config_kwargs={"overwrite": True}, trainer_defaults=trainer_defaults(),
                       parser_kwargs=defaults, auto_configure_optimizers=False)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    trainer.fit(model, datamodule=data, ckpt_path=resolve_ckpt_path(cli.config.get("ckpt_path"), trainer, model))
+    ckpt_path = resolve_ckpt_path(cli.config.get("ckpt_path"), trainer, model)
+    refuse_overwriting_run(trainer, ckpt_path is not None, bool(cli.config.get("exist_ok")))
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     callback = trainer.checkpoint_callback
     cli.best_checkpoint = callback.best_model_path if callback and callback.best_model_path else None
     cli.last_checkpoint = next((c.path for c in trainer.callbacks if isinstance(c, LastCheckpoint)), None)
