@@ -73,7 +73,15 @@ def _print_train_report(cli) -> None:
         print(f"demo:        python tools/demo.py --checkpoint {quoted} --source <video, image, folder or webcam 0>")
     if last:
         config = shlex.quote(str(Path(log_dir) / "config.yaml"))  # the run's whole configuration, overrides included
-        print(f"resume:      python tools/train.py --config {config} --ckpt_path {shlex.quote(last)}")
+        more = " --trainer.max_steps -1" if _paused(trainer) else ""  # the saved config stops where this run did
+        print(f"resume:      python tools/train.py --config {config} --ckpt_path {shlex.quote(last)}{more}")
+
+
+def _paused(trainer) -> bool:
+    """Whether ``--trainer.max_steps`` stopped the run before its ``max_epochs`` (a clean stop, not the end)."""
+    epochs, steps = trainer.max_epochs, trainer.max_steps
+    stopped = steps is not None and steps >= 0 and trainer.global_step >= steps
+    return stopped and epochs is not None and epochs >= 0 and trainer.current_epoch < epochs
 
 
 def eval_main(args: list[str] | None = None) -> dict[str, float]:

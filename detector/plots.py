@@ -66,6 +66,26 @@ def append_results_row(path: str | Path, row: dict[str, str]) -> Path:
     return path
 
 
+def drop_results_from(path: str | Path, step: int) -> int:
+    """Remove the rows of the csv at ``path`` from optimiser step ``step`` on (the validations of weights a resumed
+    run discards: it redoes them); how many. The file is rewritten through a temporary file and a rename."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with path.open(newline="") as file:
+        reader = csv.DictReader(file)
+        fields, rows = reader.fieldnames or list(RESULTS_COLUMNS), list(reader)
+    kept = [row for row in rows if not (row.get("step") or "").isdigit() or int(row["step"]) < step]
+    if len(kept) < len(rows):
+        temporary = path.with_name(f".{path.name}.tmp")
+        with temporary.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        temporary.replace(path)
+    return len(rows) - len(kept)
+
+
 def save_evaluation_plots(result: EvalResult, folder: str | Path) -> list[Path]:
     """Write the PR curves and the confusion matrix (png and csv) of ``result`` into ``folder``; their paths."""
     folder = Path(folder)

@@ -16,7 +16,7 @@ from test_evaluation_more import det
 
 from detector.confusion import confusion_matrix
 from detector.evaluation import coco_evaluate
-from detector.plots import RESULTS_COLUMNS, append_results_row, mean_pr_curve, results_row
+from detector.plots import RESULTS_COLUMNS, append_results_row, drop_results_from, mean_pr_curve, results_row
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT, DOG = 3, 17  # dataset category ids of labels 0 and 1
@@ -101,6 +101,20 @@ def test_results_csv_rows_append_under_one_header(tmp_path):
     assert float(rows[0]["val/AP"]) == 0.25 and float(rows[0]["val/AP_small"]) == -1.0
     assert rows[0]["val/mAP50_voc07"] == "" and float(rows[1]["val/mAP50_voc07"]) == 0.75
     assert rows[1]["train/loss"] == "" and rows[1]["lr"] == ""
+
+
+def test_a_resume_drops_the_rows_of_the_steps_it_redoes(tmp_path):
+    path = tmp_path / "results.csv"
+    for epoch, step in ((3, 4), (7, 8), (11, 12)):
+        append_results_row(path, results_row(epoch, step, {"AP": 0.1 * step}))
+    assert drop_results_from(path, 9) == 1  # resumed at step 8: the row of step 12 is redone
+    rows = list(csv.DictReader(path.open()))
+    assert tuple(rows[0]) == RESULTS_COLUMNS and [(r["epoch"], r["step"]) for r in rows] == [("3", "4"), ("7", "8")]
+    assert float(rows[1]["val/AP"]) == pytest.approx(0.8)
+    assert drop_results_from(path, 9) == 0 and drop_results_from(path, 8) == 1  # a redone validation at step 8
+    assert [r["step"] for r in csv.DictReader(path.open())] == ["4"]
+    assert drop_results_from(tmp_path / "absent.csv", 0) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no temporary file left
 
 
 def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path):

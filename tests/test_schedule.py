@@ -1,11 +1,12 @@
 """The learning-rate schedule: the formula, refused schedules, and the rate a real run logs at every step."""
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from detector.cli import train_main
-from detector.training.schedule import check_schedule, lr_factor, scaled_milestones
+from detector.training.schedule import check_schedule, lr_factor, scaled_milestones, training_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,27 @@ def test_unreachable_milestones_are_an_error_that_suggests_reachable_ones():
         check_schedule("step", [2, 4], 63, 219)
     assert scaled_milestones([90, 120], 30) == [19, 26]
     assert scaled_milestones([45, 60], 70) == [45, 60]
+
+
+def fake_trainer(max_epochs, max_steps, batches=10, accumulate=1):
+    """What ``training_steps`` reads of a trainer; ``estimated_stepping_batches`` as Lightning computes it."""
+    per_epoch = math.ceil(batches / accumulate)
+    estimated = per_epoch * max(max_epochs, 1) if max_epochs >= 0 else math.inf
+    estimated = min(estimated, max_steps) if max_steps >= 0 else estimated
+    return SimpleNamespace(train_dataloader=object(), num_training_batches=batches, accumulate_grad_batches=accumulate,
+                           max_epochs=max_epochs, max_steps=max_steps, estimated_stepping_batches=estimated)
+
+
+@pytest.mark.parametrize("max_epochs,max_steps,accumulate,expected", [
+    (24, -1, 1, (10, 240)),
+    (24, 6, 1, (10, 240)),  # max_steps stops this command early: the schedule still spans the 24 epochs
+    (-1, 50, 1, (10, 50)),  # no epoch bound: max_steps is the run's length
+    (-1, -1, 1, (10, math.inf)),
+    (3, -1, 3, (4, 12)),  # 10 batches, 3 per optimiser step: 4 steps an epoch
+])
+def test_the_schedule_spans_max_epochs_and_max_steps_only_stops_the_command(max_epochs, max_steps, accumulate,
+                                                                           expected):
+    assert training_steps(fake_trainer(max_epochs, max_steps, accumulate=accumulate)) == expected
 
 
 def test_cosine_needs_a_bounded_run():

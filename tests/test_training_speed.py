@@ -52,6 +52,29 @@ def test_the_last_epoch_is_validated_with_any_interval(tmp_path, epochs, every, 
     assert trainer.check_val_every_n_epoch == every  # the user's setting is back for what follows
 
 
+class SaveAt(pl.Callback):
+    """A checkpoint after optimiser step ``step`` (inside an epoch, as ``LastCheckpoint(every_n_steps)`` writes)."""
+
+    def __init__(self, step: int, path):
+        self.step, self.path = step, path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            trainer.save_checkpoint(self.path)
+
+
+def test_a_resume_inside_the_last_epoch_still_validates_it(tmp_path):
+    """Lightning does not call ``on_train_epoch_start`` for an epoch a resume starts inside of."""
+    options = dict(accelerator="cpu", max_epochs=2, check_val_every_n_epoch=4, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, num_sanity_val_steps=0, enable_checkpointing=False)
+    middle = tmp_path / "middle.ckpt"  # after the first of the last epoch's 2 batches
+    pl.Trainer(**options, callbacks=[SaveAt(3, middle)]).fit(Counting(), loader(), loader())
+    module = Counting()
+    trainer = pl.Trainer(**options, callbacks=[ValidateLastEpoch()])
+    trainer.fit(module, loader(), loader(), ckpt_path=middle)
+    assert trainer.global_step == 4 and module.validated == [1]
+
+
 def test_the_default_job_validates_its_last_epoch_on_the_interval():
     """The packaged default validates every few epochs; the final table comes from a validated last epoch."""
     import yaml

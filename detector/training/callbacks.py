@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from detector.plots import RESULTS_CSV, append_results_row, results_row
+from detector.plots import RESULTS_CSV, append_results_row, drop_results_from, results_row
 
 
 class LastCheckpoint(pl.Callback):
@@ -19,6 +19,11 @@ class LastCheckpoint(pl.Callback):
     over ``last.ckpt`` only when complete, so a save killed half-way leaves the previous file intact
     (``tests/test_reliability.py`` checks this).
 
+    A resume from a checkpoint written at an epoch's end continues with the next epoch, whatever bounds the command:
+    Lightning resumes a command with ``max_steps`` as if it stopped inside that epoch, and trains one more batch in
+    it (every later epoch one step late, the last epoch never reached), so ``max_steps`` is set aside while the loops
+    restore and put back before the first step (:meth:`on_fit_start`, :meth:`on_train_start`).
+
     Args:
         every_n_steps: steps between saves inside an epoch; 0 saves at epoch ends only.
     """
@@ -28,6 +33,26 @@ class LastCheckpoint(pl.Callback):
             raise ValueError(f"every_n_steps must be >= 0, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.path: str | None = None
+        self._resumes_at_epoch_end = False
+        self._max_steps: int | None = None  # the command's, while set aside
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module, checkpoint: dict) -> None:
+        self._resumes_at_epoch_end = trainer.state.fn == "fit" and saved_at_epoch_end(checkpoint)
+        if self._resumes_at_epoch_end and trainer.strategy.restore_checkpoint_after_setup:
+            self._set_max_steps_aside(trainer)  # on_fit_start came first: the loops restore next
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if self._resumes_at_epoch_end:  # after the schedule read max_steps, before the loops restore
+            self._set_max_steps_aside(trainer)
+
+    def _set_max_steps_aside(self, trainer: pl.Trainer) -> None:
+        if trainer.max_steps != -1 and self._max_steps is None:
+            self._max_steps, trainer.fit_loop.epoch_loop.max_steps = trainer.max_steps, -1
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        if self._max_steps is not None:
+            trainer.fit_loop.epoch_loop.max_steps, self._max_steps = self._max_steps, None
+        self._resumes_at_epoch_end = False
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step
@@ -46,16 +71,29 @@ class LastCheckpoint(pl.Callback):
         self.path = str(path)
 
 
+def saved_at_epoch_end(checkpoint: dict) -> bool:
+    """Whether Lightning wrote ``checkpoint`` at an epoch's end (``on_train_epoch_end``: the epoch processed, not yet
+    counted as completed)."""
+    epochs = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    counts = [epochs.get(key) for key in ("ready", "started", "processed", "completed")]
+    return None not in counts and counts[0] == counts[1] == counts[2] == counts[3] + 1
+
+
 class ValidateLastEpoch(pl.Callback):
     """With ``trainer.check_val_every_n_epoch`` N > 1, also validate the run's last epoch (Lightning alone skips it
     unless ``max_epochs`` is a multiple of N), so the best checkpoint and the table at the end never miss the final
     weights. Validating every few epochs is what keeps the default job's COCOeval cost down (issue 16).
 
     Only for runs bounded by ``max_epochs``; a run ended by ``max_steps`` validates on the multiples of N alone.
+    Also when a resume starts inside the last epoch (a checkpoint saved mid-epoch), where Lightning does not call
+    ``on_train_epoch_start``.
     """
 
     def __init__(self):
         self._every: int | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module) -> None:
+        self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module) -> None:
         every = trainer.check_val_every_n_epoch
@@ -72,7 +110,8 @@ class ValidateLastEpoch(pl.Callback):
 class ResultsFiles(pl.Callback):
     """After each validation with a logger, into its run folder: ``val_per_class_ap.txt`` (the last table) and,
     while fitting, a row of ``results.csv`` (``detector.plots``: epoch, step, learning rate, the mean training losses
-    since the previous row over every rank, the metrics). Rank 0 writes; every rank takes part in the collectives."""
+    since the previous row over every rank, the metrics); a row replaces any of its step or later (a resumed run's
+    redone validation). Rank 0 writes; every rank takes part in the collectives."""
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         result = pl_module.last_result
@@ -88,4 +127,5 @@ class ResultsFiles(pl.Callback):
         lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
         if trainer.is_global_zero:
             row = results_row(trainer.current_epoch, trainer.global_step, result.metrics, losses, lr)
+            drop_results_from(log_dir / RESULTS_CSV, trainer.global_step)  # a resume redoing a validation: replaced
             append_results_row(log_dir / RESULTS_CSV, row)

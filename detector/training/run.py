@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from detector.checkpoint import CheckpointError, check_network, load_checkpoint
 from detector.errors import OptionError
 from detector.data.datamodule import DetectionDataModule
-from detector.plots import save_evaluation_plots
+from detector.plots import RESULTS_CSV, drop_results_from, save_evaluation_plots
 from detector.training.callbacks import LastCheckpoint, ResultsFiles, ValidateLastEpoch
 from detector.training.configs import DEFAULT_CONFIG, config_path
 from detector.training.module import CenterNetModule
@@ -108,22 +108,28 @@ def resolve_ckpt_path(ckpt_path: str | None, trainer: pl.Trainer, model: CenterN
         check_network(state, model.description(), "the training data")
     except CheckpointError as error:
         raise CheckpointError(f"cannot resume from {ckpt_path}: {error}") from None
-    _continue_run_folder(ckpt_path, trainer)
+    run = _continue_run_folder(ckpt_path, trainer)
     if trainer.is_global_zero:
-        print(f"resuming from {ckpt_path} at step {state['global_step']}, epoch {state['epoch']}")
+        step = state["global_step"]
+        dropped = drop_results_from(run / RESULTS_CSV, step + 1) if run else 0  # validations the resume redoes
+        redone = f" ({dropped} {RESULTS_CSV} rows after step {step} removed: they are redone)" if dropped else ""
+        print(f"resuming from {ckpt_path} at step {step}, epoch {state['epoch']}{redone}")
     return ckpt_path
 
 
-def _continue_run_folder(ckpt_path: str, trainer: pl.Trainer) -> None:
+def _continue_run_folder(ckpt_path: str, trainer: pl.Trainer) -> Path | None:
     """A checkpoint of this logger's ``version_N/checkpoints/``: the resumed run logs to that same ``version_N``
-    (one TensorBoard run; the best-checkpoint tracking, kept per folder, goes on) instead of a new version."""
+    (one TensorBoard run; the best-checkpoint tracking, kept per folder, goes on) instead of a new version, which
+    is returned (None when the run logs elsewhere)."""
     logger = trainer.logger
     run = Path(ckpt_path).resolve().parent.parent  # <root>/version_N
     if not isinstance(logger, TensorBoardLogger) or Path(ckpt_path).resolve().parent.name != "checkpoints":
-        return
+        return None
     number = run.name.removeprefix("version_")
     if run.parent == Path(logger.root_dir).resolve() and run.name.startswith("version_") and number.isdigit():
         logger._version = int(number)  # read lazily, when fit sets up
+        return run
+    return None
 
 
 def refuse_overwriting_run(trainer: pl.Trainer, resuming: bool, exist_ok: bool) -> None:

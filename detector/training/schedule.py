@@ -12,16 +12,20 @@ if TYPE_CHECKING:
 def training_steps(trainer: pl.Trainer) -> tuple[int, float]:
     """(optimiser steps per epoch, optimiser steps of the whole run) from the training loader.
 
-    Steps per epoch are the loader's batches (after ``limit_train_batches``) over gradient accumulation; the run's
-    total is whatever bounds it first, ``max_epochs`` or ``max_steps`` (``inf`` when neither does).
+    Steps per epoch are the loader's batches (after ``limit_train_batches``) over gradient accumulation. The run's
+    length is ``max_epochs`` of them; ``max_steps`` only stops this command earlier (a clean stop that
+    ``--ckpt_path last`` continues, the schedule unchanged), and is the length when ``max_epochs`` is -1 (``inf``
+    when neither bounds the run).
     """
     if trainer.train_dataloader is None:
         trainer.fit_loop.setup_data()  # what estimated_stepping_batches does, except for max_epochs -1
-    total = trainer.estimated_stepping_batches
     batches = trainer.num_training_batches
     if math.isinf(batches):
         raise ValueError("the learning-rate schedule needs a training loader with a length")
-    return max(1, math.ceil(batches / trainer.accumulate_grad_batches)), total
+    per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    epochs = trainer.max_epochs
+    total = per_epoch * epochs if epochs is not None and epochs >= 0 else trainer.estimated_stepping_batches
+    return per_epoch, total
 
 
 def check_schedule(schedule: str, milestones: list[int], steps_per_epoch: int, total_steps: float) -> None:
