@@ -54,7 +54,7 @@ def check_module_options(optim: OptimOptions, head_channels: int, max_detections
     """Refuse a ``--model.*`` option out of its range (:class:`OptionError` naming the flag and the range), before
     any run folder is made."""
     checks = [
-        (optim.lr > 0, "optim.lr", optim.lr, "positive"),
+        (optim.lr >= 0, "optim.lr", optim.lr, "0 or more"),
         (optim.lr_batch_size is None or optim.lr_batch_size >= 1, "optim.lr_batch_size", optim.lr_batch_size,
          "at least 1 (or null)"),
         (optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "0 or more"),
