@@ -94,8 +94,10 @@ def check_dataset(data, output: str | Path, num_images: int = 16, exist_ok: bool
         check_outputs(data, output, sample_indices(len(train), num_images), exist_ok)
         output.mkdir(parents=True, exist_ok=True)
         samples = write_train_samples(train, output / SAMPLES_FOLDER, num_images)
-    report = CheckReport(data.class_names, counts[0], counts[1], [str(w.message) for w in caught])
-    report.warnings += [f"{file}: cannot be decoded" for file in unreadable_files(train) + unreadable_files(val)]
+        unreadable = unreadable_files(train) + unreadable_files(val)  # its warnings (an image's size) reported too
+    messages = list(dict.fromkeys(str(w.message) for w in caught))  # each once
+    report = CheckReport(data.class_names, counts[0], counts[1], messages)
+    report.warnings += [f"{file}: cannot be decoded" for file in unreadable]
     report.histogram = write_histograms(report, output / HISTOGRAM_FILE)
     report.samples = samples
     return report

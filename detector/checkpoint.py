@@ -2,10 +2,14 @@
 
 A training checkpoint (Lightning's file) carries, under the key ``"detector"``, a :class:`ModelDescription` of the
 network as a dict of plain Python values (written by ``to_dict``, read by ``from_dict``, both below: number and
-names of classes, category ids, input size, neck, head width, stride, normalisation) and the weights under
-``state_dict`` with the prefix ``model.``. That is enough to rebuild the network with no config file:
-:func:`build_model`, the one place a network is built (the predictor, export, the training module and the
-evaluation run all call it).
+names of classes, category ids, input size, neck, head width, stride) and the weights under ``state_dict`` with
+the prefix ``model.``. That is enough to rebuild the network with no config file: :func:`build_model`, the one place
+a network is built (the predictor, export, the training module and the evaluation run all call it). The input
+normalisation is not stored: it is the one of ``detector.preprocess`` for every network (the ``mean`` / ``std`` of
+checkpoints written before 2026-12-04 were never read, and are ignored).
+
+A description that contradicts itself (fewer class names than classes, an input size that is not a positive multiple
+of 32, an unknown neck) is refused when the checkpoint is loaded, naming the file (:func:`load_checkpoint`).
 """
 from __future__ import annotations
 
@@ -13,13 +17,13 @@ import dataclasses
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from detector.errors import CheckpointError
 from detector.model import CenterNet
-from detector.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from detector.model.centernet import NeckName
 
 CHECKPOINT_KEY = "detector"
 
@@ -39,27 +43,57 @@ class ModelDescription:
     neck: str  # "lean" or "deconv"
     head_channels: int  # hidden width of each head
     stride: int = 4  # input pixels per output cell
-    mean: tuple[float, float, float] = IMAGENET_MEAN  # normalisation of 0..1 RGB inputs
-    std: tuple[float, float, float] = IMAGENET_STD
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values, for the checkpoint."""
         return {**dataclasses.asdict(self), "class_names": list(self.class_names),
-                "category_ids": [int(i) for i in self.category_ids], "mean": list(self.mean), "std": list(self.std)}
+                "category_ids": [int(i) for i in self.category_ids]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelDescription:
-        """The description stored by :meth:`to_dict`; raises :class:`CheckpointError` naming a missing field."""
+        """The description stored by :meth:`to_dict`; raises :class:`CheckpointError` naming a missing field or one
+        that contradicts the others."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"the checkpoint's '{CHECKPOINT_KEY}' description is a {type(data).__name__}, "
+                                  "not a dict")
         required = ("num_classes", "class_names", "input_size", "neck", "head_channels")
         missing = [name for name in required if name not in data]
         if missing:
             raise CheckpointError(f"the checkpoint's '{CHECKPOINT_KEY}' description lacks {missing}")
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values.setdefault("category_ids", list(range(int(data["num_classes"]))))
-        return cls(**{**values, "class_names": list(values["class_names"]),
-                      "category_ids": list(values["category_ids"]),
-                      "mean": tuple(values.get("mean", IMAGENET_MEAN)), "std": tuple(values.get("std", IMAGENET_STD))})
+        _check_description(values)
+        values.setdefault("category_ids", list(range(values["num_classes"])))
+        return cls(**{**values, "class_names": [str(n) for n in values["class_names"]],
+                      "category_ids": list(values["category_ids"])})
+
+
+def _check_description(values: dict[str, Any]) -> None:
+    """Each field of a stored description is of its type and agrees with the others (:class:`CheckpointError`)."""
+    def positive_int(name: str) -> int:
+        value = values.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CheckpointError(f"the checkpoint's description has {name} {value!r}; it must be a positive integer")
+        return value
+
+    classes = positive_int("num_classes")
+    positive_int("head_channels")
+    if "stride" in values:
+        positive_int("stride")
+    if positive_int("input_size") % 32:
+        raise CheckpointError(f"the checkpoint's description has input_size {values['input_size']}; it must be a "
+                              "multiple of 32")
+    for name in ("class_names", "category_ids"):
+        value = values.get(name, list(range(classes)))
+        count = len(value) if isinstance(value, (list, tuple)) else repr(value)
+        if count != classes:
+            raise CheckpointError(f"the checkpoint's description has {count} {name} for num_classes {classes}; it "
+                                  "needs one per class")
+    if any(not isinstance(i, int) or isinstance(i, bool) for i in values.get("category_ids", [])):
+        raise CheckpointError("the checkpoint's description has category_ids that are not integers")
+    if values["neck"] not in get_args(NeckName):
+        raise CheckpointError(f"the checkpoint's description has the neck {values['neck']!r}; this detector builds "
+                              f"{', '.join(get_args(NeckName))}")
 
 
 def read_description(checkpoint: dict) -> ModelDescription:
@@ -84,6 +118,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is a PyTorch file but not a checkpoint of this detector (no "
                               f"'{CHECKPOINT_KEY}' description; was it written by tools/train.py?)")
+    try:
+        read_description(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    if not isinstance(checkpoint["state_dict"], dict):
+        raise CheckpointError(f"{path}: the checkpoint's state_dict is a {type(checkpoint['state_dict']).__name__}, "
+                              "not a dict of weights")
     return checkpoint
 
 
@@ -93,12 +134,14 @@ def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
-def build_model(source: dict | ModelDescription, weights: str | None = None) -> CenterNet:
+def build_model(source: dict | ModelDescription, weights: str | None = None, name: str | Path = "the checkpoint"
+                ) -> CenterNet:
     """The one way to build the network: of a checkpoint or of a description.
 
     ``source`` a checkpoint (:func:`load_checkpoint`): its architecture and trained weights, in eval mode (no backbone
-    download). ``source`` a :class:`ModelDescription`: a new network to train, its backbone initialised from
-    ``weights`` (``imagenet``, a local ``.pth`` file, or None for random).
+    download; ``name``, its file, names it in the error of weights that do not fit). ``source`` a
+    :class:`ModelDescription`: a new network to train, its backbone initialised from ``weights`` (``imagenet``, a
+    local ``.pth`` file, or None for random).
     """
     if isinstance(source, ModelDescription):
         return CenterNet(source.num_classes, neck=source.neck, weights=weights, head_channels=source.head_channels)
@@ -106,12 +149,18 @@ def build_model(source: dict | ModelDescription, weights: str | None = None) -> 
     model = build_model(info)
     try:
         model.load_state_dict(model_state(source))
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, AttributeError, ValueError) as error:  # missing keys, shapes, non-tensors
         raise CheckpointError(
-            f"the checkpoint's weights do not fit the current {info.neck} network ({str(error).splitlines()[0]}). "
-            "Lean checkpoints written before the network gained depthwise-separable heads (2026-11-23) must be "
-            "retrained.") from error
+            f"{name}: its weights do not fit the {info.neck} network its description names "
+            f"({_first_mismatch(error)}): the file was written by another program or version (lean checkpoints "
+            "before 2026-11-23 had other heads); retrain, or export from the program that wrote it") from error
     return model.eval()
+
+
+def _first_mismatch(error: Exception) -> str:
+    """The first specific line of ``load_state_dict``'s error (a missing key, a size mismatch), shortened."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[1] if len(lines) > 1 else lines[0] if lines else type(error).__name__)[:200]
 
 
 def load_fitting_weights(model: CenterNet, checkpoint: dict, class_names: list[str]) -> tuple[int, int, bool]:

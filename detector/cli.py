@@ -61,12 +61,14 @@ def _print_train_report(cli) -> None:
     log_dir = trainer.log_dir  # a collective under DDP: every rank asks
     if not trainer.is_global_zero:
         return
-    if model.last_result is not None:
-        print("\n" + model.last_result.table(f"validation split, {cli.reported} checkpoint"))
     best, last = cli.best_checkpoint, cli.last_checkpoint
+    if model.last_result is not None:
+        validated = best if cli.reported == "best" else last
+        what = f"{cli.reported} checkpoint" if validated else f"final weights (no {cli.reported} checkpoint was saved)"
+        print("\n" + model.last_result.table(f"validation split, {what}"))
     callback = trainer.checkpoint_callback
     print(f"\nrun folder:  {log_dir}")
-    print(f"checkpoints: {callback.dirpath if callback else 'none'} (best: {best}, last: {last})")
+    print(f"checkpoints: {callback.dirpath if callback else 'none'} (best: {best or 'none'}, last: {last or 'none'})")
     if best or last:
         quoted = shlex.quote(best or last)
         print(f"evaluate:    python tools/eval.py --checkpoint {quoted}")
@@ -214,6 +216,7 @@ def demo_main(args: list[str] | None = None) -> None:
 
     parser = demo_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
+    check_score_threshold(config.conf, "--conf")
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
     if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision == "bf16"
@@ -254,6 +257,14 @@ def demo_main(args: list[str] | None = None) -> None:
                        ("label files", config.save_txt)):
         if path:
             print(f"{flag}: {path}")
+
+
+def check_score_threshold(conf: float, flag: str) -> None:
+    """A score threshold is a probability: :class:`OptionError` naming ``flag`` otherwise (0 keeps everything)."""
+    from detector.errors import OptionError
+
+    if not 0 <= conf <= 1:
+        raise OptionError(f"{flag} {conf}: a score threshold is between 0 and 1 (default {DEFAULT_SCORE_THRESHOLD})")
 
 
 def describe_device(device) -> str:

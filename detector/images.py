@@ -31,10 +31,20 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {error}") from error
     if data.size == 0:
         raise ImageReadError(f"cannot read image {path}: the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:  # a header declaring more pixels than OpenCV's limit (CV_IO_MAX_IMAGE_PIXELS)
+        raise ImageReadError(f"cannot decode image {path}: OpenCV refuses it ({_last_line(error)}); a header "
+                             "declaring more pixels than OpenCV's limit, or a corrupt file") from error
     if image is None:
         raise ImageReadError(f"cannot decode image {path}: corrupt, truncated or not an image")
     return _to_rgb_uint8(image, path)
+
+
+def _last_line(error: Exception) -> str:
+    """The last non-empty line of an OpenCV error (the one saying what failed), stripped."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _to_rgb_uint8(image: np.ndarray, path: str | Path) -> np.ndarray:

@@ -37,3 +37,36 @@ def test_build_model_reads_the_description():
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     rebuilt = build_model({"detector": DESCRIPTION.to_dict(), "state_dict": state})
     assert rebuilt.head.heatmap[-1].weight.shape[0] == 2
+
+
+def test_the_normalisation_is_not_stored_and_an_old_one_is_ignored():
+    assert not {"mean", "std"} & set(DESCRIPTION.to_dict())
+    old = {**DESCRIPTION.to_dict(), "mean": [0.0, 0.0, 0.0], "std": [0.0, 0.0, 0.0]}  # never read at inference
+    assert ModelDescription.from_dict(old) == DESCRIPTION
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"class_names": ["cat"]}, "1 class_names for num_classes 2"),
+    ({"category_ids": [3, 17, 20]}, "3 category_ids for num_classes 2"),
+    ({"input_size": 0}, "input_size 0"),
+    ({"input_size": 100}, "input_size 100; it must be a multiple of 32"),
+    ({"num_classes": "2"}, "num_classes '2'"),
+    ({"head_channels": -1}, "head_channels -1"),
+    ({"neck": "transformer"}, "neck 'transformer'"),
+    ({"category_ids": ["x", "y"]}, "category_ids that are not integers"),
+])
+def test_a_description_that_contradicts_itself_is_refused_naming_the_file(tmp_path, change, message):
+    from detector.checkpoint import load_checkpoint
+
+    path = tmp_path / "odd.ckpt"
+    torch.save({"detector": {**DESCRIPTION.to_dict(), **change}, "state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(path)
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+def test_weights_of_a_foreign_network_name_the_file_and_blame_no_date_alone():
+    state = {f"model.{k}": v for k, v in torch.nn.Linear(2, 3).state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"^foreign.ckpt: its weights do not fit .*another program") as error:
+        build_model({"detector": DESCRIPTION.to_dict(), "state_dict": state}, name="foreign.ckpt")
+    assert "\n" not in str(error.value)

@@ -338,3 +338,24 @@ def test_a_packaged_config_is_found_by_name(tmp_path, monkeypatch):
     assert config_path("voc_resnet18.yaml").parent.name == "configs"
     assert config_path("configs/paper/voc_resnet18_dcn_384.yaml").parent.name == "paper"
     assert config_path("voc_resnet18_dcn_384.yaml") == config_path("paper/voc_resnet18_dcn_384.yaml")
+
+
+@pytest.mark.parametrize("best, reported, title", [
+    (None, "best", "validation split, final weights (no best checkpoint was saved)"),
+    ("runs/x/best.ckpt", "best", "validation split, best checkpoint"),
+    ("runs/x/best.ckpt", "last", "validation split, final weights (no last checkpoint was saved)"),
+])
+def test_the_train_report_names_the_checkpoint_it_validated_and_never_a_missing_one(best, reported, title, capsys):
+    from types import SimpleNamespace
+
+    from detector.cli import _print_train_report
+
+    titles = []
+    result = SimpleNamespace(table=lambda name: titles.append(name) or name)
+    trainer = SimpleNamespace(log_dir="runs/x", is_global_zero=True, checkpoint_callback=None)
+    cli = SimpleNamespace(trainer=trainer, model=SimpleNamespace(last_result=result), reported=reported,
+                          best_checkpoint=best, last_checkpoint=None)
+    _print_train_report(cli)
+    out = capsys.readouterr().out
+    assert titles == [title]
+    assert "best: None" not in out and "last: none" in out

@@ -146,3 +146,83 @@ def test_bad_voc_files_are_clear_errors(tmp_path):
     xml.write_text(xml.read_text().replace("tvmonitor", "unicorn"))
     with pytest.raises(DatasetError, match="2008_000008.xml: unknown class 'unicorn'"):
         VocDetection(root, [("2012", "trainval")])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"id": "a7"}, r"images\[0\] has the id 'a7'; image ids must be integers"),
+    ({"id": 1.5}, r"images\[0\] has the id 1.5"),
+    ({"width": float("nan")}, r"images\[0\] \(id 1, a.jpg\) has the width nan"),
+    ({"height": 0}, r"images\[0\] \(id 1, a.jpg\) has the height 0"),
+    ({"width": -4}, "has the width -4"),
+    ({"width": "10"}, "has the width '10'"),
+])
+def test_an_image_entry_with_a_bad_id_or_size_is_refused_naming_it(tmp_path, entry, message):
+    data = {**VALID, "images": [{**VALID["images"][0], **entry}]}
+    with pytest.raises(DatasetError, match=message):
+        CocoDetection(_coco_json(tmp_path, json.dumps(data)), tmp_path)
+
+
+def test_duplicate_image_ids_are_named(tmp_path):
+    images = [{**VALID["images"][0], "id": i, "file_name": f"{i}.jpg"} for i in (1, 5, 5, 1, 2)]
+    with pytest.raises(DatasetError, match=r"duplicate image ids \[1, 5\]"):
+        CocoDetection(_coco_json(tmp_path, json.dumps({**VALID, "images": images})), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["../outside.png", "sub/../../outside.png", "ABSOLUTE"])
+def test_a_file_name_leaving_the_image_folder_is_refused_unless_allowed(tmp_path, name):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)  # the OS resolves sub/.. only when sub exists
+    cv2.imwrite(str(tmp_path / "outside.png"), np.zeros((10, 10, 3), np.uint8))
+    name = str(tmp_path / "outside.png") if name == "ABSOLUTE" else name
+    data = {**VALID, "images": [{**VALID["images"][0], "file_name": name}]}
+    path = _coco_json(tmp_path, json.dumps(data))
+    with pytest.raises(DatasetError, match="outside the image folder.*--data.allow_outside_images true"):
+        CocoDetection(path, folder)
+    dataset = CocoDetection(path, folder, allow_outside_images=True)
+    assert dataset[0].image.shape == (10, 10, 3)
+
+
+def test_a_name_inside_the_folder_through_dots_is_read(tmp_path):
+    (tmp_path / "images" / "sub").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((10, 10, 3), np.uint8))
+    data = {**VALID, "images": [{**VALID["images"][0], "file_name": "sub/../a.png"}]}
+    assert CocoDetection(_coco_json(tmp_path, json.dumps(data)), tmp_path / "images")[0].image.shape == (10, 10, 3)
+
+
+def test_a_box_far_outside_its_image_is_dropped_not_clipped_to_the_whole_image(tmp_path):
+    boxes = [[0, 0, 1e30, 1e30], [-1e30, 2, 1e30, 3], [2, 2, 12, 4], [-5, -5, 8, 8]]  # 10 x 10 image
+    data = {**VALID, "annotations": [{"id": i, "image_id": 1, "category_id": 3, "bbox": box}
+                                     for i, box in enumerate(boxes)]}
+    with pytest.warns(UserWarning, match="2 boxes clipped to their image, 2 boxes dropped"):
+        dataset = CocoDetection(_coco_json(tmp_path, json.dumps(data)), tmp_path)
+    np.testing.assert_array_equal(dataset.annotations[0].boxes, [[2, 2, 10, 6], [0, 0, 3, 3]])
+
+
+def test_box_repairs_name_the_annotation_files(tmp_path):
+    root = write_voc_devkit(tmp_path)
+    xml = root / "VOC2007" / "Annotations" / "000001.xml"
+    text = xml.read_text()
+    start = text.index("<xmax>") + len("<xmax>")
+    xml.write_text(text[:start] + "70" + text[text.index("</xmax>"):])  # past the 60 px image: clipped
+    with pytest.warns(UserWarning, match=r"1 boxes clipped .* in 1 files: \S*000001\.xml") as caught:
+        VocDetection(root, [("2007", "test")])
+    assert "000002.xml" not in str(caught[0].message)
+
+
+def test_an_image_of_another_size_than_declared_has_its_boxes_rescaled_with_a_warning(tmp_path):
+    cv2.imwrite(str(tmp_path / "a.jpg"), np.zeros((20, 40, 3), np.uint8))  # the file: 40 x 20
+    data = {**VALID, "images": [{**VALID["images"][0], "width": 20, "height": 10}],  # declared: 20 x 10
+            "annotations": [{**VALID["annotations"][0], "bbox": [2, 4, 10, 5], "iscrowd": 0}]}
+    dataset = CocoDetection(_coco_json(tmp_path, json.dumps(data)), tmp_path)
+    with pytest.warns(UserWarning, match=r"a.jpg: the image is 40x20 pixels but its annotation declares 20x10"):
+        sample = dataset[0]
+    np.testing.assert_allclose(sample.boxes, [[4, 8, 24, 18]])
+    with pytest.warns(UserWarning, match="declares"):
+        np.testing.assert_allclose(dataset[0].boxes, [[4, 8, 24, 18]])  # the stored annotation is unchanged
+
+
+def test_an_image_header_beyond_opencvs_pixel_limit_is_an_image_read_error(tmp_path):
+    from test_hostile_inputs import huge_png
+
+    with pytest.raises(ImageReadError, match="huge.png.*OpenCV's limit"):
+        read_image(huge_png(tmp_path / "huge.png"))

@@ -107,7 +107,8 @@ def test_bad_yaml_is_an_error_naming_the_file(tmp_path, yaml_text, split, messag
 def test_boxes_outside_the_image_are_clipped_and_counted(tmp_path):
     content = {**CONTENT, "val": {"images/val/c.jpg": (64, 32, "1 0.5 0.5 0.5 0.5\n0 0.9375 0.5 0.25 0.5\n"
                                                                  "2 0.5 0.5 0 0.5\n")}}
-    with pytest.warns(UserWarning, match="1 boxes clipped to their image, 1 boxes dropped"):
+    with pytest.warns(UserWarning, match=r"1 boxes clipped to their image, 1 boxes dropped .* in 1 files: "
+                                         r"\S*labels/val/c\.txt"):  # the label file is named
         dataset = YoloDetection(write_yolo_dataset(tmp_path, content=content), "val")
     # cx 60, w 16 -> x 52..68, clipped to the 64 pixel width; the zero-width box dropped
     np.testing.assert_array_equal(dataset.annotations[0].boxes, [[16, 8, 48, 24], [52, 8, 64, 24]])

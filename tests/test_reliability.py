@@ -181,5 +181,5 @@ def test_weights_of_another_architecture_are_a_clear_error(tmp_path):
 
     module = CenterNetModule(num_classes=2, neck="deconv")
     description = {**module.description().to_dict(), "neck": "lean"}  # e.g. a file edited or from an older version
-    with pytest.raises(CheckpointError, match="do not fit the current lean network"):
+    with pytest.raises(CheckpointError, match="do not fit the lean network its description names"):
         build_model({"detector": description, "state_dict": module.state_dict()})

@@ -111,6 +111,7 @@ def test_checkpoint_for_other_classes_and_bad_files_are_refused(trained, tmp_pat
     other = torch.load(best, weights_only=True)
     other["detector"]["class_names"] = ["a", "b"]
     other["detector"]["num_classes"] = 2
+    other["detector"]["category_ids"] = [1, 2]  # a consistent description (one id per class)
     other_path = tmp_path / "other.ckpt"
     torch.save(other, other_path)
     with pytest.raises(CheckpointError, match="2 classes.*has 5 classes.*init_from"):

@@ -11,7 +11,9 @@ categories (Roboflow's root category: id 0, the project's name) is not a class (
 says so, which the data module prints); other
 fields (CVAT's ``attributes``) are ignored. An image is ``image_dir / file_name``; when the first image is not
 there but its bare file name is (``file_name`` holding a folder of another machine), every image is looked up by
-its bare file name.
+its bare file name. A ``file_name`` that leaves the image folder (absolute, or through ``..``) is refused unless
+``allow_outside_images`` (``--data.allow_outside_images true``). An image entry whose ``id`` is not an integer or
+whose ``width`` / ``height`` is not a positive number is refused, naming the entry.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import contextlib
 import functools
 import io
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -80,12 +84,14 @@ class CocoDetection(DetectionDataset):
         json_path: COCO-format annotation file (``images``, ``annotations``, ``categories``).
         image_dir: folder holding the images named by ``file_name``.
         transform: applied to each :class:`Sample` (see :mod:`detector.data.transforms`).
+        allow_outside_images: read a ``file_name`` that leaves ``image_dir`` (absolute or through ``..``); refused
+            by default.
 
     Attributes: ``class_names``, ``category_ids`` (label -> json category id), ``coco`` (see its docstring).
     """
 
     def __init__(self, json_path: str | Path, image_dir: str | Path,
-                 transform: Callable[[Sample], Any] | None = None):
+                 transform: Callable[[Sample], Any] | None = None, allow_outside_images: bool = False):
         data = load_coco_json(json_path)
         categories = sorted(class_categories(data), key=lambda c: c["id"])
         self.notes = [f"categories: {c['name']!r} (id {c['id']}) has no box and is only the "
@@ -94,6 +100,8 @@ class CocoDetection(DetectionDataset):
         if len(set(category_ids)) != len(category_ids):
             raise DatasetError(f"{json_path}: duplicate category ids in {category_ids}")
         annotations = _read_annotations(data, category_ids, Path(image_dir), json_path)
+        if not allow_outside_images:
+            _refuse_outside(annotations, Path(image_dir), json_path)
         super().__init__(annotations, [str(c["name"]) for c in categories], category_ids, str(json_path), transform)
         self.json_path = Path(json_path)
 
@@ -133,9 +141,13 @@ def _read_annotations(data: dict[str, Any], category_ids: list[int], image_dir: 
                       path: str | Path) -> list[Annotation]:
     """One :class:`Annotation` per json image, in the json's order, boxes repaired and counted."""
     images = data["images"]
-    image_index = {int(image["id"]): i for i, image in enumerate(images)}
+    _check_images(images, path)
+    image_index = {image["id"]: i for i, image in enumerate(images)}
     if len(image_index) != len(images):
-        raise DatasetError(f"{path}: duplicate image ids")
+        seen: set[int] = set()
+        twice = sorted({image["id"] for image in images if image["id"] in seen or seen.add(image["id"])})
+        raise DatasetError(f"{path}: duplicate image ids {twice[:10]}{' ...' if len(twice) > 10 else ''}: each "
+                           "image entry needs its own id")
     owner, labels, crowd = _annotation_fields(data["annotations"], image_index, category_ids, path)
     boxes = _annotation_boxes(data["annotations"], path)
     sizes = torch.tensor([[image["width"], image["height"]] for image in images], dtype=torch.float32)
@@ -144,6 +156,29 @@ def _read_annotations(data: dict[str, Any], category_ids: list[int], image_dir: 
     repairs.warn(path)
     keep = keep.numpy()
     return _group_by_image(images, image_dir, owner[keep], boxes.numpy()[keep], labels[keep], crowd[keep])
+
+
+def _check_images(images: list[dict[str, Any]], path: str | Path) -> None:
+    """Every image entry has an integer ``id`` and a positive finite ``width`` and ``height``."""
+    for position, image in enumerate(images):
+        if not isinstance(image["id"], int) or isinstance(image["id"], bool):
+            raise DatasetError(f"{path}: images[{position}] has the id {image['id']!r}; image ids must be integers")
+        for key in ("width", "height"):
+            value = image[key]
+            if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+                    or value <= 0):
+                raise DatasetError(f"{path}: images[{position}] (id {image['id']}, {image['file_name']}) has the "
+                                   f"{key} {value!r}; it must be the image's positive size in pixels")
+
+
+def _refuse_outside(annotations: list[Annotation], image_dir: Path, path: str | Path) -> None:
+    """Refuse an image path that leaves ``image_dir`` (an absolute ``file_name`` or one through ``..``)."""
+    folder = os.path.normpath(os.path.abspath(image_dir))
+    for ann in annotations:
+        file = os.path.normpath(os.path.abspath(ann.file))
+        if os.path.commonpath([folder, file]) != folder:
+            raise DatasetError(f"{path}: image id {ann.image_id} names {ann.file}, outside the image folder "
+                               f"{image_dir}; move it there, or allow it with --data.allow_outside_images true")
 
 
 def _annotation_fields(annotations: list[dict[str, Any]], image_index: dict[int, int], category_ids: list[int],

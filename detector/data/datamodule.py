@@ -37,6 +37,7 @@ from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_LIGHTING_STD, Cro
                                       TrainTransform, collate_detection)
 from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, default_voc_splits, folder_classes, voc_layout
 from detector.data.yolo import YoloDetection, has_split, load_yolo_config, yolo_class_names
+from detector.errors import OptionError
 
 
 def seed_worker(worker_id: int) -> None:
@@ -81,6 +82,34 @@ class AugmentOptions:
     min_box_size: float | None = None
 
 
+def check_data_options(input_size: int, eval_size: int | str | None, batch_size: int, num_workers: int,
+                       val_fraction: float, num_train: int, num_val: int, augment: AugmentOptions) -> None:
+    """Refuse a ``--data.*`` option out of its range (:class:`OptionError` naming the flag and the range)."""
+    def need(ok: bool, flag: str, value, wanted: str) -> None:
+        if not ok:
+            raise OptionError(f"--data.{flag} {value}: must be {wanted}")
+
+    for flag, value in (("input_size", input_size), ("eval_size", eval_size)):
+        if flag == "input_size" or isinstance(value, int):
+            need(isinstance(value, int) and value >= 32 and value % 32 == 0, flag, value,
+                 "a positive multiple of 32 (the network's largest stride)")
+    need(batch_size >= 1, "batch_size", batch_size, "at least 1")
+    need(num_workers >= 0, "num_workers", num_workers, "0 (load in the main process) or more")
+    need(0 < val_fraction < 1, "val_fraction", val_fraction, "between 0 and 1")
+    need(num_train >= 1 and num_val >= 1, "num_train/num_val", f"{num_train}/{num_val}", "at least 1")
+    a = augment
+    need(0 <= a.flip_prob <= 1, "augment.flip_prob", a.flip_prob, "a probability, 0 to 1")
+    need(a.lighting >= 0, "augment.lighting", a.lighting, "0 (off) or more")
+    need(a.colour_jitter is None or a.colour_jitter >= 0, "augment.colour_jitter", a.colour_jitter, "0 (off) or more")
+    need(len(a.scale_range) == 2 and 0 < a.scale_range[0] <= a.scale_range[1], "augment.scale_range",
+         list(a.scale_range), "two positive numbers, the smaller first")
+    need(len(a.crop_scales) > 0 and all(c > 0 for c in a.crop_scales), "augment.crop_scales", list(a.crop_scales),
+         "positive fractions of the longer image side")
+    need(a.min_visibility is None or 0 <= a.min_visibility <= 1, "augment.min_visibility", a.min_visibility,
+         "a fraction, 0 to 1")
+    need(a.min_box_size is None or a.min_box_size >= 0, "augment.min_box_size", a.min_box_size, "0 or more pixels")
+
+
 class DetectionDataModule(pl.LightningDataModule):
     """Training and validation data of the detector.
 
@@ -119,6 +148,11 @@ class DetectionDataModule(pl.LightningDataModule):
         augment: the training augmentation, an :class:`AugmentOptions` (or a dict of its fields).
         num_train: number of synthetic training images.
         num_val: number of synthetic validation images.
+        allow_outside_images: a COCO ``file_name`` may leave its image folder (absolute, or through ``..``);
+            refused by default.
+
+    An option out of its range (a batch of 0 images, an input size that is not a multiple of 32, a probability
+    above 1) raises :class:`OptionError` naming the flag when the module is built, before any run folder is made.
     """
 
     def __init__(self, dataset: Literal["synthetic", "coco", "voc", "yolo"] = "synthetic", root: str | None = None,
@@ -129,7 +163,7 @@ class DetectionDataModule(pl.LightningDataModule):
                  input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
                  seed: int = 0, augment: AugmentOptions = AugmentOptions(), num_train: int = 400,
-                 num_val: int = 100):
+                 num_val: int = 100, allow_outside_images: bool = False):
         super().__init__()
         if dataset not in ("synthetic", "coco", "voc", "yolo"):
             raise ValueError(f"dataset must be 'synthetic', 'coco', 'voc' or 'yolo', got {dataset!r}")
@@ -141,6 +175,8 @@ class DetectionDataModule(pl.LightningDataModule):
             raise ValueError("dataset='coco' needs root (the COCO folder), or train_json (and val_json, else a "
                              "validation split is held out of it)")
         self.augment = AugmentOptions(**augment) if isinstance(augment, dict) else augment
+        check_data_options(input_size, eval_size, batch_size, num_workers, val_fraction, num_train, num_val,
+                           self.augment)
         augment = dataclasses.asdict(self.augment)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
         self.eval_size = input_size if eval_size == "input" else eval_size
@@ -163,6 +199,7 @@ class DetectionDataModule(pl.LightningDataModule):
             self.train_dataset = self._build("train", self._train_transform())
         if self.val_dataset is None:
             self.val_dataset = self._build("val", EvalTransform(self.eval_size))
+            self.val_dataset.replacement_note = "left out of the evaluation (its objects are not counted as missed)"
         if self.train_dataset is not None:
             self._check_same_categories(self.train_dataset, self.val_dataset)
         for dataset in (self.train_dataset, self.val_dataset):
@@ -261,7 +298,7 @@ class DetectionDataModule(pl.LightningDataModule):
         if self.hparams.dataset == "yolo":
             return YoloDetection(self.hparams.root, split, transform)
         json_path, images = self._coco_paths(split)
-        return CocoDetection(json_path, images, transform)
+        return CocoDetection(json_path, images, transform, self.hparams.allow_outside_images)
 
     @property
     def one_split(self) -> bool:
@@ -309,7 +346,7 @@ class DetectionDataModule(pl.LightningDataModule):
             return YoloDetection(hp.root, "train", None)
         if hp.train_images is None:
             raise ValueError(f"train_json={hp.train_json} needs train_images, the folder of its images")
-        return CocoDetection(hp.train_json, hp.train_images, None)
+        return CocoDetection(hp.train_json, hp.train_images, None, hp.allow_outside_images)
 
     def _voc_splits(self, split: Literal["train", "val"]) -> list[VocSplit]:
         """The VOC splits of ``split``: the argument, else the layout's default

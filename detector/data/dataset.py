@@ -15,8 +15,13 @@ Bad input (each case tested):
 
 - A dataset file that cannot be used (malformed json/xml, missing keys, unknown category, empty split) raises
   :class:`DatasetError` naming the file, when the dataset is built.
-- A box with no area, a negative size or non-finite values is dropped; a box reaching outside its image is clipped
-  to it (and dropped if nothing is left). The counts are reported per file in one warning when the dataset is built.
+- A box with no area, a negative size or non-finite values is dropped, and so is a box with a coordinate more than
+  one image side outside its image (``1e30``: garbage, not an overshoot); a box reaching a little outside its image
+  is clipped to it (and dropped if nothing is left). The counts are reported in one warning when the dataset is
+  built, naming the annotation files that needed a repair.
+- An image whose pixels have another size than its annotation file declares (VOC ``<size>``, COCO ``width`` /
+  ``height``) is trusted: its boxes are rescaled from the declared size to the real one, with a warning naming the
+  file (once per file and process).
 - An image that cannot be decoded (missing, empty, corrupt, truncated, not an image) is replaced by the next index
   that decodes, with a warning naming the file; across all DataLoader workers (shared memory),
   :attr:`DetectionDataset.bad_image_files` counts the distinct files that failed and
@@ -75,20 +80,29 @@ class Annotation:
 
 @dataclass
 class BoxRepairs:
-    """Counts of the boxes repaired while a dataset file was read."""
+    """Counts of the boxes repaired while a dataset was read, and the annotation files they were in."""
 
     clipped: int = 0
     dropped: int = 0
+    files: list[str] = field(default_factory=list)
 
     def add(self, other: BoxRepairs) -> None:
         self.clipped += other.clipped
         self.dropped += other.dropped
+        self.files.extend(other.files)
 
-    def warn(self, file: str | Path) -> None:
-        """One warning for the whole file, only if something was repaired."""
+    def name(self, file: str | Path) -> None:
+        """Record ``file`` as the annotation file of these repairs (if there were any), for the warning."""
         if self.clipped or self.dropped:
-            warnings.warn(f"{file}: {self.clipped} boxes clipped to their image, {self.dropped} boxes dropped "
-                          "(no area, negative size, non-finite or outside the image)", stacklevel=3)
+            self.files.append(str(file))
+
+    def warn(self, source: str | Path) -> None:
+        """One warning for the whole dataset, only if something was repaired; it names the files (the first 5)."""
+        if self.clipped or self.dropped:
+            shown = ", ".join(self.files[:5]) + (f" and {len(self.files) - 5} more" if len(self.files) > 5 else "")
+            where = f" in {len(self.files)} files: {shown}" if self.files else ""
+            warnings.warn(f"{source}: {self.clipped} boxes clipped to their image, {self.dropped} boxes dropped "
+                          f"(no area, negative size, non-finite or far outside the image){where}", stacklevel=3)
 
 
 def repair_boxes(boxes: torch.Tensor, width: torch.Tensor,
@@ -100,9 +114,11 @@ def repair_boxes(boxes: torch.Tensor, width: torch.Tensor,
         width, height: ``[N]`` float32, the size of each box's image.
 
     Returns the clipped boxes ``[N, 4]``, a ``[N]`` bool ``keep`` mask (False for a box that had no area, a negative
-    size or non-finite values, or that has no area left after clipping) and the repair counts.
+    size, non-finite values or a coordinate more than one image side outside its image, or that has no area left
+    after clipping) and the repair counts.
     """
-    finite = torch.isfinite(boxes).all(dim=-1)
+    side = torch.stack([width, height, width, height], dim=-1).to(boxes.dtype)  # [N, 4]
+    finite = (torch.isfinite(boxes) & (boxes >= -side) & (boxes <= 2 * side)).all(dim=-1)
     boxes = torch.where(finite[:, None], boxes, torch.zeros_like(boxes))
     positive = finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     clipped = clip_xyxy(boxes, width, height)
@@ -121,7 +137,11 @@ class DetectionDataset(torch.utils.data.Dataset):
     :class:`DatasetError` is raised.
 
     Subclasses set ``class_names`` (``C`` names, index = label) and ``category_ids`` (label -> dataset category id).
+    ``replacement_note`` ends the warning: a validation split says its unreadable image is left out of the metric
+    (the evaluator scores the image ids it saw, each once, so the replacement's second copy does not count).
     """
+
+    replacement_note = "using the next image instead"
 
     def __init__(self, annotations: list[Annotation], class_names: list[str], category_ids: list[int],
                  source: str, transform: Callable[[Sample], Any] | None = None):
@@ -162,7 +182,15 @@ class DetectionDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> Sample:
         """The untransformed sample at ``index``; raises :class:`ImageReadError` if its image cannot be decoded."""
         ann = self.annotations[index]
-        return Sample(read_image(ann.file), ann.boxes, ann.labels, ann.image_id, ann.crowd_boxes, ann.crowd_labels)
+        image = read_image(ann.file)
+        boxes, crowd_boxes = ann.boxes, ann.crowd_boxes
+        height, width = image.shape[:2]
+        if (width, height) != (ann.width, ann.height) and ann.width > 0 and ann.height > 0:
+            warnings.warn(f"{ann.file}: the image is {width}x{height} pixels but its annotation declares "
+                          f"{ann.width}x{ann.height}; its boxes are rescaled to the image", stacklevel=2)
+            scale = np.array([width / ann.width, height / ann.height] * 2, dtype=np.float32)
+            boxes, crowd_boxes = boxes * scale, crowd_boxes * scale
+        return Sample(image, boxes, ann.labels, ann.image_id, crowd_boxes, ann.crowd_labels)
 
     def __getitem__(self, index: int) -> Any:
         for attempt in range(len(self)):
@@ -179,4 +207,4 @@ class DetectionDataset(torch.utils.data.Dataset):
         with self._bad_images.get_lock():
             self._bad_images.value += 1
         self._bad_files[index] = 1
-        warnings.warn(f"{error}; using the next image instead", stacklevel=3)
+        warnings.warn(f"{error}; {self.replacement_note}", stacklevel=3)

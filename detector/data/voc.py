@@ -235,6 +235,7 @@ def read_voc_annotation(tree: ET.Element, path: Path, image: Path, image_id: int
     boxes, labels, difficult = _read_objects(tree, path, classes)
     boxes, keep, repairs = repair_boxes(boxes, torch.full((len(boxes),), float(width)),
                                         torch.full((len(boxes),), float(height)))
+    repairs.name(path)
     boxes, labels, difficult = boxes.numpy()[keep.numpy()], labels[keep.numpy()], difficult[keep.numpy()]
     annotation = Annotation(file=image, image_id=image_id, boxes=boxes[~difficult], labels=labels[~difficult],
                             crowd_boxes=boxes[difficult], crowd_labels=labels[difficult], width=width, height=height)

@@ -360,6 +360,7 @@ def _read_image_labels(image: Path, image_id: int, size: tuple[int, int],
     boxes = _snap_rounding(cxcywh_to_xyxy(torch.from_numpy(normalised) * size), size)  # [N, 4] xyxy pixels
     boxes, keep, repairs = repair_boxes(boxes, torch.full((len(labels),), float(width)),
                                         torch.full((len(labels),), float(height)))
+    repairs.name(label_path(image))
     keep = keep.numpy()
     annotation = Annotation(file=image, image_id=image_id, boxes=boxes.numpy()[keep], labels=labels[keep],
                             crowd_boxes=np.zeros((0, 4), dtype=np.float32), crowd_labels=np.zeros((0,), np.int64),

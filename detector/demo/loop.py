@@ -89,6 +89,7 @@ class DemoReport:
 
     frames: int = 0
     skipped: int = 0
+    left_out: int = 0  # files of a source folder that are not images (GIFs, text...)
     stopped: str | None = None  # "quit" (q/Esc) or "interrupted" (Ctrl-C)
     elapsed: float = 0.0
     stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -96,6 +97,7 @@ class DemoReport:
     def summary(self) -> str:
         lines = [f"{self.frames} frames in {self.elapsed:.1f} s ({self.frames / max(self.elapsed, 1e-9):.1f} FPS)"
                  + (f", {self.skipped} unreadable skipped" if self.skipped else "")
+                 + (f", {self.left_out} non-image file{'s' * (self.left_out != 1)} left out" if self.left_out else "")
                  + (f", stopped ({self.stopped})" if self.stopped else "")]
         total = sum(self.stages.values()) or 1.0
         for stage, seconds in self.stages.items():
@@ -154,6 +156,7 @@ def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: Vi
     finally:
         report.elapsed = time.perf_counter() - start
         report.skipped = source.skipped
+        report.left_out = getattr(source, "left_out", 0)
         for resource in (progress, source, sink, results, window):
             if resource is not None:
                 resource.close()

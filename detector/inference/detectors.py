@@ -20,7 +20,7 @@ import torch
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
-from detector.errors import DeviceError, ExportError
+from detector.errors import DeviceError, ExportError, QuantizationError
 from detector.images import ImageInput, as_image
 from detector.inference.export import read_onnx_description
 from detector.inference.pipeline import (Precision, check_precision, forward_images, postprocess, resolve_classes,
@@ -201,7 +201,7 @@ class Detector(BaseDetector):
         device = pick_device(device, kwargs.get("precision") == "int8" or kwargs.get("runtime") == "onnxruntime")
         checkpoint = load_checkpoint(path)
         info = read_description(checkpoint)
-        return cls(build_model(checkpoint).to(device), info.class_names, info.input_size,
+        return cls(build_model(checkpoint, name=path).to(device), info.class_names, info.input_size,
                    **{"category_ids": info.category_ids, **kwargs})
 
     @property
@@ -240,7 +240,14 @@ class OnnxDetector(BaseDetector):
         path = Path(path)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist")
-        self.session = open_session(path, threads)
+        try:
+            self.session = open_session(path, threads)
+        except (QuantizationError, MemoryError):
+            raise
+        except Exception as error:  # onnxruntime's InvalidProtobuf, Fail, ...: an empty, cut or foreign file
+            reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+            raise ExportError(f"{path} is not an ONNX model ONNX Runtime can load ({reason[:200]}); export one with "
+                              "centernet export --format onnx") from error
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
         self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01

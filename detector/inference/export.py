@@ -71,7 +71,15 @@ def read_onnx_description(metadata: dict[str, str], path: str | Path) -> dict:
     """The :func:`description` in an ONNX file's ``custom_metadata_map``; :class:`ExportError` when it has none."""
     if EXPORT_METADATA_KEY not in metadata:
         raise ExportError(f"{path} has no '{EXPORT_METADATA_KEY}' metadata: was it written by tools/export.py?")
-    return json.loads(metadata[EXPORT_METADATA_KEY])
+    try:
+        info = json.loads(metadata[EXPORT_METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ExportError(f"{path}: its '{EXPORT_METADATA_KEY}' metadata is not json ({error})") from error
+    names, size = (info.get("class_names"), info.get("input_size")) if isinstance(info, dict) else (None, None)
+    if not isinstance(names, list) or not names or not isinstance(size, int) or size < 32 or size % 32:
+        raise ExportError(f"{path}: its '{EXPORT_METADATA_KEY}' metadata lacks class names or a positive input size "
+                          "(a multiple of 32); export the checkpoint again")
+    return info
 
 
 def example_input(input_size: int, batch: int = 1) -> torch.Tensor:
@@ -131,7 +139,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: ExportFormat, output: str | P
         output.parent.mkdir(parents=True, exist_ok=True)  # as the demo and eval make theirs
     except OSError as error:
         raise ExportError(f"cannot create output folder {output.parent}: {error}") from error
-    model = build_model(state)
+    model = build_model(state, name=checkpoint)
     if precision == "int8":
         batches = calibration_batches(calibration, info.input_size)  # checked before the export's time is spent
     with replacing(output) as temporary:

@@ -38,6 +38,18 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def other_files(folder: Path) -> list[Path]:
+    """The files of ``folder`` that :func:`image_files` leaves out (GIFs, videos, text), hidden files excepted."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_SUFFIXES)
+
+
+def describe_files(files: list[Path]) -> str:
+    """``3 files (a.gif, b.gif, notes.txt)``: a count and the first names."""
+    shown = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
+    return f"{len(files)} file{'s' if len(files) != 1 else ''} ({shown})"
+
+
 # predict_many and calibration ---------------------------------------------------------------------------------------
 
 def iter_images(source: str | Path | Iterable[ImageInput]) -> Iterator[tuple[str | int, ImageInput]]:
@@ -95,10 +107,11 @@ class ImageSource:
     live = False
     wait_ms = 0  # a shown image stays until a key is pressed
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], left_out: int = 0):
         self.paths = paths
         self.length = len(paths)
         self.skipped = 0
+        self.left_out = left_out  # files of the folder that are not images (GIFs, text...), never read
 
     def __iter__(self) -> Iterator[Frame]:
         for index, path in enumerate(self.paths):
@@ -167,10 +180,14 @@ def open_source(spec: str) -> ImageSource | VideoSource:
         return _open_capture(cv2.VideoCapture(spec), f"stream {spec}", False, spec, "stream")
     path = Path(spec)
     if path.is_dir():
-        paths = image_files(path)
+        paths, others = image_files(path), other_files(path)
+        left_out = f"; {describe_files(others)} left out" if others else ""
         if not paths:
-            raise DemoError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return ImageSource(paths)
+            raise DemoError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}){left_out}")
+        if others:
+            warn(f"note: folder {path}: {describe_files(others)} left out, not images the demo reads "
+                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return ImageSource(paths, len(others))
     if not path.is_file():
         raise DemoError(f"source {spec} does not exist (expected a webcam index, a URL, a video, an image or a "
                         f"folder of images)")

@@ -6,6 +6,7 @@ at ``strides = (4, 8, 16, 32)``, i.e. shapes ``[B, c, H / s, W / s]`` for H and 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -48,8 +49,16 @@ def _load_local(path: Path) -> nn.Module:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise WeightsError(f"{path} is not a readable PyTorch state dict: {error}") from error
+    except pickle.UnpicklingError as error:
+        raise WeightsError(f"refused to load {path}: it holds Python objects that would run code when unpickled "
+                           "(backbone weights load with weights_only=True); give a plain state dict of tensors, "
+                           "weights='imagenet' or weights=None") from error
+    except Exception as error:  # zip errors, truncated files, random bytes
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise WeightsError(f"{path} is not a readable PyTorch state dict ({type(error).__name__}: {first[:200]})"
+                           ) from error
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict of torchvision resnet18 weights")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     model = resnet18(weights=None)

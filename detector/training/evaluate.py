@@ -68,7 +68,8 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     check_classes(state, datamodule.class_names, "the evaluation dataset")
     check_outputs(checkpoint, options, datamodule, results, output, exist_ok)
     description = replace(read_description(state), category_ids=datamodule.category_ids)
-    model = CenterNetModule.around(build_model(state), description, flip_test=flip_test, nms_iou=nms_iou,
+    network = build_model(state, name=checkpoint)
+    model = CenterNetModule.around(network, description, flip_test=flip_test, nms_iou=nms_iou,
                                    voc07=options.get("dataset") == "voc")
     model.results_path = str(results) if results else None
     with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table

@@ -12,6 +12,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
 from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, build_model, load_checkpoint, load_fitting_weights
 from detector.decode import decode
+from detector.errors import OptionError
 from detector.evaluation import EvalResult, Evaluator
 from detector.inference.pipeline import forward_images, postprocess
 from detector.losses import CenterNetLoss
@@ -46,6 +47,28 @@ class OptimOptions:
     milestones: list[int] = field(default_factory=lambda: [90, 120])
     gamma: float = 0.1
     warmup_epochs: float = 0.0
+
+
+def check_module_options(optim: OptimOptions, head_channels: int, max_detections: int, nms_iou: float | None,
+                         nonfinite_limit: int) -> None:
+    """Refuse a ``--model.*`` option out of its range (:class:`OptionError` naming the flag and the range), before
+    any run folder is made."""
+    checks = [
+        (optim.lr >= 0, "optim.lr", optim.lr, "0 or more"),
+        (optim.lr_batch_size is None or optim.lr_batch_size >= 1, "optim.lr_batch_size", optim.lr_batch_size,
+         "at least 1 (or null)"),
+        (optim.weight_decay >= 0, "optim.weight_decay", optim.weight_decay, "0 or more"),
+        (optim.gamma > 0, "optim.gamma", optim.gamma, "positive"),
+        (optim.warmup_epochs >= 0, "optim.warmup_epochs", optim.warmup_epochs, "0 (off) or more"),
+        (all(m >= 0 for m in optim.milestones), "optim.milestones", list(optim.milestones), "epochs, 0 or more"),
+        (head_channels >= 1, "head_channels", head_channels, "at least 1"),
+        (max_detections >= 1, "max_detections", max_detections, "at least 1"),
+        (nms_iou is None or 0 < nms_iou <= 1, "nms_iou", nms_iou, "an IoU above 0, at most 1 (or null)"),
+        (nonfinite_limit >= 1, "nonfinite_limit", nonfinite_limit, "at least 1"),
+    ]
+    for ok, flag, value, wanted in checks:
+        if not ok:
+            raise OptionError(f"--model.{flag} {value}: must be {wanted}")
 
 
 class CenterNetModule(pl.LightningModule):
@@ -96,6 +119,7 @@ class CenterNetModule(pl.LightningModule):
     ):
         super().__init__()
         self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
+        check_module_options(self.optim, head_channels, max_detections, nms_iou, nonfinite_limit)
         optim = dataclasses.asdict(self.optim)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]

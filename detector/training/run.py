@@ -69,10 +69,22 @@ class DetectorCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Name the run's folder from what it trains (:func:`run_name`) before the logger is built, so that the
         saved ``config.yaml`` holds the name too (a resume from it comes back to the same folder)."""
+        check_trainer_options(self.config.trainer)
         logger = self.config.trainer.get("logger")
         init = logger.get("init_args") if isinstance(logger, Namespace) else None
         if init is not None and "name" in init:
             init.name = run_name(self.config.get("name"), init.name, self.config.data.as_dict())
+
+
+def check_trainer_options(trainer: Namespace) -> None:
+    """Refuse a ``--trainer.*`` count out of its range (:class:`OptionError` naming the flag) before anything is built:
+    epochs and steps are -1 (no limit) or more than 0."""
+    for flag in ("max_epochs", "max_steps", "check_val_every_n_epoch", "accumulate_grad_batches"):
+        value = trainer.get(flag)
+        unlimited = flag in ("max_epochs", "max_steps") and value == -1
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1 and not unlimited:
+            also = " (or -1: no limit)" if flag in ("max_epochs", "max_steps") else ""
+            raise OptionError(f"--trainer.{flag} {value}: must be at least 1{also}")
 
 
 def is_voc(dataset: str) -> bool:
