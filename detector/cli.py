@@ -101,6 +101,7 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     path = _argument_value(args, "--checkpoint")
     parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
+    check_nms_iou(config.nms_iou, "--nms_iou")
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
@@ -265,6 +266,14 @@ def check_score_threshold(conf: float, flag: str) -> None:
 
     if not 0 <= conf <= 1:
         raise OptionError(f"{flag} {conf}: a score threshold is between 0 and 1 (default {DEFAULT_SCORE_THRESHOLD})")
+
+
+def check_nms_iou(iou: float | None, flag: str) -> None:
+    """An NMS IoU is above 0 and at most 1 (None: no NMS): :class:`OptionError` naming ``flag`` otherwise."""
+    from detector.errors import OptionError
+
+    if iou is not None and not 0 < iou <= 1:
+        raise OptionError(f"{flag} {iou}: an NMS IoU is above 0 and at most 1 (or leave it out: no NMS)")
 
 
 def describe_device(device) -> str:

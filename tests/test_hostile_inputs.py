@@ -295,6 +295,13 @@ def left_out_of_the_metric(outcome, out):
     assert any("1.png" in w and "left out of the evaluation" in w for w in outcome.warnings), outcome.warnings
 
 
+def eval_nms_iou(value):
+    def make(inputs, state):
+        return ["--checkpoint", str(save_checkpoint(inputs / "model.ckpt", state)), *coco_set(inputs),
+                "--accelerator", "cpu", "--output", str(inputs.parent / "out" / "val"), "--nms_iou", value]
+    return make
+
+
 CASES = [
     Case("huge PNG header in a demo folder", "demo", huge_image_in_a_demo_folder, named_and_skipped),
     Case("huge PNG header in a training set", "check", huge_image_in_a_training_set, replaced_and_named),
@@ -334,6 +341,7 @@ CASES = [
     Case("--conf 2", "demo", threshold("2"), lambda o, out: refused(o, "--conf 2")),
     Case("--conf -1", "demo", threshold("-1"), lambda o, out: refused(o, "--conf -1")),
     Case("a GIF in a demo folder", "demo", gif_in_a_demo_folder, gif_counted),
+    Case("eval --nms_iou 2", "eval", eval_nms_iou("2"), lambda o, out: refused(o, "--nms_iou 2", "at most 1")),
     Case("an unreadable validation image", "eval", unreadable_validation_image, left_out_of_the_metric),
 ]
 
