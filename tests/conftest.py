@@ -14,3 +14,10 @@ import torch
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a shared 2-core
+    machine two OpenMP threads spin against other processes and a forward is up to ~50x slower."""
+    torch.set_num_threads(1)

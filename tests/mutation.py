@@ -7,7 +7,7 @@ Run from the repository root (not collected by pytest: the name does not start w
     python tests/mutation.py --list                       # print the mutants, run nothing
     python tests/mutation.py --survivors before.log       # only the mutants a previous run printed as SURVIVED
     python tests/mutation.py --modules transforms --lines 101-222   # only the mutants on these lines
-    python tests/mutation.py --modules transforms --lines 101-222 --tests tests/test_paper_recipe.py
+    python tests/mutation.py --modules transforms --lines 101-222 --tests tests/test_data_transforms.py
                                         # and only the test files that reach those lines (the same verdicts, faster)
 
 Mutants are enumerated deterministically with ``ast`` (same source, same list, same order): operator swaps
@@ -40,16 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # module -> (file, pytest arguments selecting the tests meant for it)
 MODULES = {
-    "targets": ("detector/targets.py", ["tests/test_targets.py", "tests/test_targets_more.py",
-                                        "tests/test_paper_recipe.py"]),
-    "decode": ("detector/decode.py", ["tests/test_decode.py", "tests/test_decode_more.py",
-                                      "tests/test_speed_options.py", "-k", "decode or local_max or flip"]),
-    "losses": ("detector/losses.py", ["tests/test_losses.py", "tests/test_losses_more.py"]),
-    "evaluation": ("detector/evaluation.py", ["tests/test_evaluation.py", "tests/test_evaluation_more.py"]),
-    "preprocess": ("detector/preprocess.py", ["tests/test_data_transforms.py", "tests/test_preprocess_more.py"]),
-    "boxes": ("detector/boxes.py", ["tests/test_boxes.py", "tests/test_boxes_more.py"]),
-    "transforms": ("detector/data/transforms.py", ["tests/test_paper_recipe.py", "tests/test_data_transforms.py",
-                                                   "tests/test_data_transforms_more.py"]),
+    "targets": ("detector/targets.py", ["tests/test_targets.py"]),
+    "decode": ("detector/decode.py", ["tests/test_decode.py"]),
+    "losses": ("detector/losses.py", ["tests/test_losses.py"]),
+    "evaluation": ("detector/evaluation.py", ["tests/test_evaluation.py"]),
+    "preprocess": ("detector/preprocess.py", ["tests/test_data_transforms.py", "tests/test_preprocess.py"]),
+    "boxes": ("detector/boxes.py", ["tests/test_boxes.py"]),
+    "transforms": ("detector/data/transforms.py", ["tests/test_data_transforms.py"]),
 }
 
 BINOP_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}

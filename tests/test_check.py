@@ -4,21 +4,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from test_data_voc_custom import write_voc_folder
+
+from helpers.datasets import CHECK_CONTENT as CONTENT, write_voc_folder
 
 from detector.check import check_dataset
 from detector.cli import run
 from detector.data import AugmentOptions, DetectionDataModule
 from detector.visualize import class_color
-
-# 1-based VOC pixels. Train: img_a has one RBC and one Platelets, plus an RBC reaching outside the image (clipped);
-# img_b has one difficult wbc (crowd, not a target) and one RBC. Val: one RBC, one wbc.
-CONTENT = {
-    "train": {"img_a": ("img_a.jpg", 50, 40, [("RBC", 0, 1, 1, 10, 20), ("Platelets", 0, 5, 6, 30, 40),
-                                               ("RBC", 0, 20, 10, 80, 30)]),
-              "img_b": ("img_b.png", 30, 30, [("wbc", 1, 2, 2, 29, 29), ("RBC", 0, 3, 3, 9, 9)])},
-    "val": {"img_c": ("img_c.jpg", 60, 30, [("RBC", 0, 11, 2, 60, 30), ("wbc", 0, 1, 1, 5, 5)])},
-}
 
 
 def check(tmp_path: Path, *options: str) -> tuple[int, Path]:

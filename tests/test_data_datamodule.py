@@ -3,7 +3,8 @@ import gc
 
 import torch
 from pycocotools.cocoeval import COCOeval
-from test_data_readers import write_coco_dataset, write_voc_devkit
+
+from helpers.datasets import write_coco_dataset, write_voc_devkit
 
 from detector.data import DetectionDataModule
 

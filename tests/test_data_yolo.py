@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools.cocoeval import COCOeval
-from test_data_readers import write_image
+
+from helpers.images import write_image
 
 from detector.data import (DatasetError, DetectionDataModule, YoloDetection, coco_from_dict, yolo_class_names,
                            yolo_to_coco)

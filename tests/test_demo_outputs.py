@@ -1,6 +1,6 @@
-"""Issue 14, the demo's results out: ``--save_json`` (COCO-style, the dataset's category ids) and ``--save_txt`` (YOLO
-labels) read back equal the Python API's detections, for a folder and a video; an ``--output`` that would overwrite
-the source is refused; the device is picked (CUDA when present) and named on the first line."""
+"""The demo's outputs (``detector/demo/outputs.py``): ``--save_json`` (COCO-style, the dataset's category ids) and
+``--save_txt`` (YOLO labels) read back equal the Python API's detections, for a folder and a video; an ``--output``
+that would overwrite the source is refused; the device is picked (CUDA when present) and named on the first line."""
 import hashlib
 import json
 
@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_demo import InterruptAt, run_demo_tool, write_video
-from test_predictor import make_checkpoint, make_image
+
+from helpers.checkpoints import make_checkpoint
+from helpers.commands import InterruptAt, run_demo_tool
+from helpers.images import make_image, write_video
 
 from detector import Detector
 from detector.cli import run
@@ -25,14 +27,12 @@ from detector.results import coco_results, yolo_lines
 CATEGORY_IDS = [1, 3, 7]  # gapped, as COCO's are: a label written as its category id is caught
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # see tests/test_predictor.py
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """test_predictor's tiny checkpoint (many detections above 0.3), with the dataset's category ids 1, 3, 7 and
+    """make_checkpoint's tiny checkpoint (many detections above 0.3), with the dataset's category ids 1, 3, 7 and
     boxes of about 4 x 7 cells (random weights predict sizes near 0, which would hide a swapped w and h)."""
     path = make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt")
     state = torch.load(path, weights_only=True)
@@ -112,9 +112,11 @@ def test_one_box_in_both_formats_by_hand():
 
 # a folder, through the command in a subprocess ----------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_folder_json_and_txt_read_back_equal_the_python_api(checkpoint, detector, tmp_path):
     folder = image_folder(tmp_path / "images")
     result = run_demo_tool("--checkpoint", str(checkpoint), "--source", str(folder), "--output", str(tmp_path / "out"),
+                           "--device", "cpu",
                            "--save_json", str(tmp_path / "results.json"), "--save_txt", str(tmp_path / "labels"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32"
@@ -146,6 +148,7 @@ def assert_pycocotools_reads(results, folder):
 def test_video_json_and_txt_per_frame_equal_predict_many(checkpoint, detector, tmp_path, capsys):
     video = write_video(tmp_path / "clip.mp4", frames=4)
     code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", video, "--output", tmp_path / "out.mp4",
+                          "--device", "cpu",
                           "--save_json", tmp_path / "r" / "clip.json", "--save_txt", tmp_path / "labels",
                           "--conf", 0.35, "--classes", "dog", "bird")
     assert code == 0, err
@@ -194,6 +197,7 @@ def test_an_onnx_export_carries_the_category_ids(checkpoint, tmp_path):
 
 # outputs that would overwrite the source ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_output_folder_equal_to_the_source_folder_is_refused(checkpoint, tmp_path):
     folder = image_folder(tmp_path / "images")
     (folder / "sub").mkdir()

@@ -1,8 +1,16 @@
+"""The network (``detector/model/``: backbone, head, centernet): output shapes, the backbone contract, the paper's
+initialisation of the heads, gradients, local weights and their errors."""
 import pytest
 import torch
 import torchvision
+import math
+import numpy as np
 
 from detector.model import CenterNet, ResNet18Backbone, WeightsError
+from detector.data import Sample
+from detector.data.transforms import (PAD_VALUE, PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC,
+                                      CropTrainTransform, paper_border, warp)
+from detector.targets import ELLIPSE_ALPHA, encode, gaussian_extent, gaussian_radius
 
 
 @pytest.mark.parametrize("neck", ["lean", "deconv"])
@@ -86,3 +94,22 @@ def test_bad_arguments():
         CenterNet(3, neck="fpn9000")
     with pytest.raises(ValueError, match="num_classes"):
         CenterNet(0)
+
+
+# the paper's initialisation of the heads ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("neck,small", [("deconv", [False, True]), ("dcn", [True, True]), ("lean", [False, False])])
+def test_offset_and_size_heads_start_as_the_papers_code_starts_them(neck, small):
+    from detector.model import CenterNet
+
+    model = CenterNet(3, neck=neck)
+    for head in (model.head.offset, model.head.size):
+        convs = [m for m in head if isinstance(m, torch.nn.Conv2d)]
+        first, last = convs[0], convs[-1]
+        assert [float(first.weight.std()) < 0.002, float(last.weight.std()) < 0.002] == small
+        if small[-1]:
+            assert float(last.bias.abs().max()) == 0
+    assert float(model.head.heatmap[-1].bias.mean()) == pytest.approx(-math.log(9), abs=1e-6)
+    if neck == "deconv":
+        ups = [m for m in model.neck.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+        assert len(ups) == 3 and all(float(up.weight.std()) == pytest.approx(0.001, rel=0.05) for up in ups)

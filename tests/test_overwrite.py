@@ -14,11 +14,10 @@ import pytest
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
-from test_check import CONTENT
-from test_data_voc_custom import write_voc_folder
-from test_demo import write_video
-from test_issue13_eval import write_coco_split
-from test_predictor import make_checkpoint, make_image
+
+from helpers.checkpoints import make_checkpoint
+from helpers.datasets import CHECK_CONTENT as CONTENT, write_coco_split, write_voc_folder
+from helpers.images import make_image, write_video
 
 from detector.cli import run
 from detector.demo.outputs import open_sink, output_guard
@@ -28,9 +27,7 @@ from detector.overwrite import Outputs, numbered, protected_kind, replacing
 from detector.training.run import refuse_overwriting_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")

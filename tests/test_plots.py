@@ -1,5 +1,6 @@
-"""Issue 14, results out: the confusion matrix and the precision-recall curves against hand cases, and the files a
-training run and ``tools/eval.py`` write (results.csv per validation, the PR curves, the confusion matrix)."""
+"""Plots and the confusion matrix (``detector/plots.py``, ``detector/confusion.py``): the confusion matrix and the
+precision-recall curves against hand cases, and the files a training run and ``tools/eval.py`` write (results.csv
+per validation, the PR curves, the confusion matrix)."""
 import csv
 import json
 import os
@@ -11,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_evaluation import annotation, make_coco
-from test_evaluation_more import det
+
+from helpers.commands import HEAVY, modules_after
+from helpers.datasets import annotation, det, make_coco
 
 from detector.confusion import confusion_matrix
 from detector.evaluation import coco_evaluate
@@ -128,9 +130,8 @@ def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path)
     assert eval_output_folder(tmp_path / "model.ckpt") == (tmp_path / "val").resolve()
 
 
+@pytest.mark.slow
 def test_importing_the_plots_loads_no_lightning_pycocotools_or_matplotlib():
-    from test_commands import HEAVY, modules_after
-
     heavy = {*HEAVY, "matplotlib", "detector.training.module", "detector.evaluation"}
     assert not modules_after("import detector.plots") & heavy
 

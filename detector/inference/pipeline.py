@@ -32,7 +32,8 @@ AGNOSTIC_IOU = 0.7
 
 
 def bf16_supported(device: torch.device | str) -> bool:
-    """Whether bfloat16 inference is fast on ``device`` (a CPU with AVX512-BF16/AMX through oneDNN, or a GPU)."""
+    """Whether bfloat16 inference runs on ``device``: a GPU with bfloat16, or a CPU with oneDNN's bfloat16 kernels
+    (x86: AVX-512 BW+VL+DQ or AVX-NE-CONVERT, fast with AVX512-BF16/AMX; ARM: BF16)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -46,7 +47,8 @@ def check_precision(precision: str, device: torch.device | str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
     if precision == "bf16" and not bf16_supported(device):
-        raise ValueError(f"precision='bf16' needs a GPU with bfloat16 or a CPU with AVX512-BF16/AMX; "
+        raise ValueError(f"precision='bf16' needs a GPU with bfloat16 or a CPU with oneDNN bfloat16 "
+                         f"(AVX-512 BW+VL+DQ, AVX-NE-CONVERT or ARM BF16); "
                          f"{torch.device(device)} has neither here: use precision='fp32'")
 
 

@@ -17,7 +17,7 @@ class LastCheckpoint(pl.Callback):
 
     Every checkpoint goes through Lightning's fsspec transaction: the bytes land in a temporary file that is renamed
     over ``last.ckpt`` only when complete, so a save killed half-way leaves the previous file intact
-    (``tests/test_reliability.py`` checks this).
+    (``tests/e2e/test_crash_safe_training.py`` checks this).
 
     A resume from a checkpoint written at an epoch's end continues with the next epoch, whatever bounds the command:
     Lightning resumes a command with ``max_steps`` as if it stopped inside that epoch, and trains one more batch in

@@ -1,0 +1,43 @@
+"""Running the commands from the tests: Python in a subprocess with this checkout first on the path, the modules an
+import loads, the demo tool, and a detector that stops as Ctrl-C would."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+HEAVY = ("pytorch_lightning", "lightning", "albumentations", "pycocotools")
+
+
+def python(*args, code=None, timeout=300):
+    """Run ``python args`` (or ``python -c code``) with this checkout first on the path, from a neutral folder."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-c", code] if code is not None else [sys.executable, *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT.parent)
+
+
+def modules_after(statement):
+    result = python(code=f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))")
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout))
+
+
+def run_demo_tool(*args):
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--no-show", "--threads", "1", *args],
+                          capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+
+
+class InterruptAt:
+    """A detector that raises KeyboardInterrupt (as Ctrl-C would) at frame ``stop``."""
+
+    def __init__(self, detector, stop):
+        self.detector, self.stop, self.seen = detector, stop, 0
+        self.input_size = detector.input_size
+
+    def predict_frame(self, *args, **kwargs):
+        self.seen += 1
+        if self.seen > self.stop:
+            raise KeyboardInterrupt
+        return self.detector.predict_frame(*args, **kwargs)

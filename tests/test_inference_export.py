@@ -1,0 +1,117 @@
+"""Export: the ONNX (onnxruntime) and TorchScript files give the eager model's detections, at batch 1 and 2."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from helpers.checkpoints import CLASS_NAMES, INPUT_SIZE, make_checkpoint
+from helpers.images import make_image
+
+from detector import Detector
+from detector.inference.export import (ExportError, ExportedDetector, example_input, export_checkpoint,
+                                       export_torchscript)
+from detector.inference.detectors import OnnxDetector
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
+
+
+def run_tool(script, *args):
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(checkpoint, ONNX file written by tools/export.py)."""
+    tmp = tmp_path_factory.mktemp("export")
+    checkpoint = make_checkpoint(tmp / "model.ckpt")
+    result = run_tool("export.py", "--checkpoint", str(checkpoint), "--format", "onnx", "--output",
+                      str(tmp / "model.onnx"))
+    assert result.returncode == 0, result.stderr
+    return checkpoint, tmp / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def eager(exported):
+    return ExportedDetector(Detector.from_checkpoint(exported[0]).model).eval()
+
+
+def assert_same_topk(outputs, reference):
+    """Top-K arrays compared position by position (random weights: no tied scores)."""
+    boxes, scores, labels = (np.asarray(o) for o in outputs)
+    ref_boxes, ref_scores, ref_labels = (r.numpy() for r in reference)
+    assert boxes.shape == ref_boxes.shape and scores.shape == labels.shape == ref_scores.shape
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    np.testing.assert_allclose(boxes, ref_boxes, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 2])
+def test_onnx_gives_the_eager_detections(exported, eager, batch):
+    session = onnxruntime.InferenceSession(str(exported[1]), providers=["CPUExecutionProvider"])
+    images = example_input(INPUT_SIZE, batch)
+    outputs = session.run(["boxes", "scores", "labels"], {"images": images.numpy()})
+    with torch.no_grad():
+        reference = eager(images)
+    assert outputs[0].shape == (batch, 100, 4)
+    assert_same_topk(outputs, reference)
+
+
+@pytest.mark.slow
+def test_onnx_file_describes_itself_and_runs_behind_the_predictor_api(exported):
+    checkpoint, onnx_path = exported
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    info = json.loads(session.get_modelmeta().custom_metadata_map["detector"])
+    assert info["class_names"] == CLASS_NAMES and info["input_size"] == INPUT_SIZE
+    images = [make_image(90, 140), make_image(120, 100, seed=1)]
+    reference = Detector.from_checkpoint(checkpoint).predict(images)
+    for got, want in zip(OnnxDetector(onnx_path).predict(images), reference):
+        assert len(want) > 0
+        np.testing.assert_allclose(got.boxes, want.boxes, atol=1e-4)
+        np.testing.assert_array_equal(got.names, want.names)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # torch deprecates TorchScript; it still works
+def test_torchscript_gives_the_eager_detections(exported, eager, tmp_path):
+    path = export_torchscript(eager.model, tmp_path / "model.pt", CLASS_NAMES, INPUT_SIZE)
+    extra = {"detector.json": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["detector.json"])["class_names"] == CLASS_NAMES
+    for batch in (1, 2):
+        images = example_input(INPUT_SIZE, batch)
+        with torch.no_grad():
+            assert_same_topk(scripted(images), eager(images))
+
+
+@pytest.mark.slow
+def test_demo_runs_the_onnx_model(exported, tmp_path):
+    import cv2
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), make_image(90, 140))
+    result = run_tool("demo.py", "--backend", "onnx", "--onnx", str(exported[1]), "--source", str(folder),
+                      "--output", str(tmp_path / "out"), "--no-show")
+    assert result.returncode == 0, result.stderr
+    assert "1 frames" in result.stdout and (tmp_path / "out" / "a.png").is_file()
+
+
+@pytest.mark.slow
+def test_export_refuses_bad_format_and_an_output_folder_it_cannot_make(exported, tmp_path):
+    with pytest.raises(ValueError, match="'tflite'"):
+        export_checkpoint(exported[0], "tflite", tmp_path / "m.tflite")
+    (tmp_path / "blocker").write_text("a file where the output folder should be")
+    with pytest.raises(ExportError, match="blocker"):  # an OSError
+        export_checkpoint(exported[0], "onnx", tmp_path / "blocker" / "m.onnx")
