@@ -23,6 +23,7 @@ import torch
 
 from detector.errors import CheckpointError
 from detector.model import CenterNet
+from detector.model.backbone import UNSAFE_PICKLE
 from detector.model.centernet import NeckName
 
 CHECKPOINT_KEY = "detector"
@@ -109,6 +110,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        if UNSAFE_PICKLE not in str(error):  # random bytes also fail as an UnpicklingError
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint (it does not unpickle)") from error
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects that would run code when unpickled "
             f"(loaded with weights_only=True). Only load checkpoints you trust with other tools. Details: "

@@ -94,11 +94,11 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     from pytorch_lightning.utilities import rank_zero_only
 
     from detector.checkpoint import load_checkpoint
-    from detector.data.detect import with_detected_dataset
+    from detector.data.detect import argument_value, with_detected_dataset
     from detector.training.evaluate import eval_output_folder, evaluate
 
     args = with_detected_dataset(list(sys.argv[1:] if args is None else args))
-    path = _argument_value(args, "--checkpoint")
+    path = argument_value(args, "--checkpoint")
     parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
     check_nms_iou(config.nms_iou, "--nms_iou")
@@ -146,15 +146,6 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     else:
         parser.set_defaults({f"data.{k}": v for k, v in training_data_options(checkpoint).items() if k in known})
     return parser
-
-
-def _argument_value(args: list[str], name: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
 
 
 def demo_parser() -> ArgumentParser:

@@ -173,14 +173,36 @@ class Evaluator:
         self.results: list[dict] = []
         self.image_ids: set[int] = set()
 
-    def update(self, image_ids: torch.Tensor, detections: dict[str, torch.Tensor]) -> None:
+    def update(self, image_ids: torch.Tensor, detections: dict[str, torch.Tensor],
+               image_sizes: torch.Tensor | None = None) -> None:
         """Add a batch: ``image_ids [B]`` and ``detections`` as ``detector.inference.pipeline.postprocess`` returns them
-        (``boxes [B, K, 4]`` xyxy original pixels, ``scores [B, K]``, ``labels [B, K]``)."""
+        (``boxes [B, K, 4]`` xyxy original pixels, ``scores [B, K]``, ``labels [B, K]``).
+
+        ``image_sizes [B, 2]``: each decoded image's real ``(width, height)``. Where the ground truth declares another
+        size for an image, the reader rescaled its boxes to the file (``detector.data.dataset``), so its detections
+        are scaled back here into the frame the ground truth is in."""
         new = [i not in self.image_ids for i in image_ids.tolist()]
         keep = torch.tensor(new, dtype=torch.bool, device=image_ids.device)
-        self.results += detections_to_coco(image_ids[keep], detections["boxes"][keep], detections["scores"][keep],
+        boxes = detections["boxes"]
+        if image_sizes is not None:
+            boxes = self._in_declared_frame(image_ids, boxes, image_sizes)
+        self.results += detections_to_coco(image_ids[keep], boxes[keep], detections["scores"][keep],
                                            detections["labels"][keep], self.category_ids)
         self.image_ids.update(image_ids.tolist())
+
+    def _in_declared_frame(self, image_ids: torch.Tensor, boxes: torch.Tensor,
+                           image_sizes: torch.Tensor) -> torch.Tensor:
+        """``boxes [B, K, 4]`` in each image's real pixels -> the pixels of the size its ground truth declares."""
+        if self.gt is None:
+            return boxes
+        real = image_sizes.to(device=boxes.device, dtype=boxes.dtype)
+        declared = real.clone()
+        for row, image_id in enumerate(image_ids.tolist()):
+            entry = self.gt.imgs.get(image_id, {})
+            width, height = entry.get("width"), entry.get("height")
+            if width and height:
+                declared[row] = torch.tensor([width, height], dtype=boxes.dtype)
+        return boxes * (declared / real).repeat(1, 2)[:, None, :]
 
     def synchronize(self) -> None:
         """Merge every rank's detections into every rank (a collective under DDP: all ranks call it)."""

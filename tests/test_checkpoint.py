@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from detector.checkpoint import CheckpointError, ModelDescription, build_model, read_description
+from detector.checkpoint import CheckpointError, ModelDescription, build_model, load_checkpoint, read_description
 
 DESCRIPTION = ModelDescription(num_classes=2, class_names=["cat", "dog"], category_ids=[3, 17], input_size=128,
                                neck="lean", head_channels=32)
@@ -70,3 +70,16 @@ def test_weights_of_a_foreign_network_name_the_file_and_blame_no_date_alone():
     with pytest.raises(CheckpointError, match=r"^foreign.ckpt: its weights do not fit .*another program") as error:
         build_model({"detector": DESCRIPTION.to_dict(), "state_dict": state}, name="foreign.ckpt")
     assert "\n" not in str(error.value)
+
+
+def test_bytes_that_do_not_unpickle_are_not_called_code(tmp_path):
+    # torch's weights_only loader raises the same UnpicklingError for random bytes and for a pickle naming code:
+    # only the second is "refused"; the first is simply not a checkpoint.
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as caught:
+        load_checkpoint(junk)
+    assert "would run code" not in str(caught.value)
+    torch.save({"detector": {}, "state_dict": {}, "hook": print}, tmp_path / "code.ckpt")
+    with pytest.raises(CheckpointError, match="would run code"):
+        load_checkpoint(tmp_path / "code.ckpt")

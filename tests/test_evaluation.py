@@ -258,3 +258,18 @@ def test_detections_to_coco_gapped_category_ids_and_min_score():
     assert [(r["image_id"], r["category_id"], r["score"]) for r in out] == [(11, 90, 0.9), (11, 1, 0.2), (42, 7, 0.7)]
     assert out[0]["bbox"] == [10.0, 20.0, 30.0, 40.0] and out[2]["bbox"] == [3.0, 4.0, 10.0, 20.0]
     assert len(detections_to_coco(torch.tensor([11, 42]), boxes, scores, labels, [1, 7, 90])) == 5  # default: > 0
+
+
+def test_detections_of_an_image_whose_file_disagrees_with_its_declared_size_are_scored_in_the_declared_frame():
+    # The json declares 100x80; the file is 200x160: the reader rescaled the boxes to the file, the detections come
+    # back in the file's pixels, and the metric must score them against the json's boxes (the declared frame).
+    gt = make_coco([{"id": 7, "width": 100, "height": 80}, {"id": 9, "width": 64, "height": 64}],
+                   [annotation(1, 7, 3, [10, 10, 30, 20]), annotation(2, 9, 3, [5, 5, 20, 20])], [{"id": 3, "name": "a"}])
+    boxes = torch.tensor([[[20.0, 20, 80, 60]], [[5.0, 5, 25, 25]]])  # image 7 in file pixels (x2); image 9 as is
+    detections = {"boxes": boxes, "scores": torch.tensor([[0.9], [0.8]]), "labels": torch.tensor([[0], [0]])}
+    evaluator = Evaluator(gt, category_ids=[3])
+    evaluator.update(torch.tensor([7, 9]), detections, image_sizes=torch.tensor([[200.0, 160], [64, 64]]))
+    evaluator.synchronize()
+    result = evaluator.compute()
+    assert result.metrics["AP"] == pytest.approx(1.0)
+    assert [r["bbox"] for r in evaluator.results] == [[10.0, 10.0, 30.0, 20.0], [5.0, 5.0, 20.0, 20.0]]

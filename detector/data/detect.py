@@ -92,12 +92,12 @@ def detect_dataset(path: str | Path, xml_dir: str | None = None) -> Found:
 def with_detected_dataset(args: list[str]) -> list[str]:
     """``args`` with the dataset detected when ``--data.root`` is given and ``--data.dataset`` is not (and no help
     is asked); prints the one line of :meth:`Found.message`."""
-    root = _value(args, "--data.root")
-    if root is None or _value(args, "--data.dataset") is not None or set(HELP_FLAGS) & set(args):
+    root = argument_value(args, "--data.root")
+    if root is None or argument_value(args, "--data.dataset") is not None or set(HELP_FLAGS) & set(args):
         return args
     if is_synthetic_cache(root):
         return args
-    found = detect_dataset(root, _value(args, "--data.xml_dir"))
+    found = detect_dataset(root, argument_value(args, "--data.xml_dir"))
     note(found.message())
     for line in found.extra:
         note(line)
@@ -116,7 +116,8 @@ def json_data_name(train_json: str | Path) -> str:
     return folder.name
 
 
-def _value(args: list[str], name: str) -> str | None:
+def argument_value(args: list[str], name: str) -> str | None:
+    """The value given to ``name`` on a command line (``--name VALUE`` or ``--name=VALUE``), or None."""
     for i, arg in enumerate(args):
         if arg == name and i + 1 < len(args):
             return args[i + 1]

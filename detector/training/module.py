@@ -233,7 +233,8 @@ class CenterNetModule(pl.LightningModule):
         if batch_idx == 0:
             self._log_prediction_grid(batch, outputs)
         self.evaluator.update(batch["image_ids"],
-                              postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou))
+                              postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou),
+                              image_sizes=batch["meta"][:, 2:4])
 
     def _log_prediction_grid(self, batch: dict, outputs: dict[str, torch.Tensor]) -> None:
         """A grid of the first validation images with their detections, to the logger (so one sees it learn)."""
