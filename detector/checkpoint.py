@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
-        if UNSAFE_PICKLE not in str(error):  # random bytes also fail as an UnpicklingError
+        if UNSAFE_PICKLE not in str(error).lower():  # random bytes also fail as an UnpicklingError
             raise CheckpointError(f"{path} is not a PyTorch checkpoint (it does not unpickle)") from error
         raise CheckpointError(
             f"refused to load {path}: it holds Python objects that would run code when unpickled "

@@ -40,8 +40,9 @@ def _download_imagenet() -> nn.Module:
             "(model.weights: /path/to/resnet18.pth)."
         ) from error
 
-# What torch's weights_only unpickler says of a pickle that names a function or class (code it would run).
-UNSAFE_PICKLE = "Unsupported global"
+# What torch's weights_only unpickler says (lower-cased) of a pickle that names a function or class it would call:
+# "Unsupported global: GLOBAL print ...", "Trying to load unsupported GLOBAL posix.system ...".
+UNSAFE_PICKLE = "unsupported global"
 
 
 def _load_local(path: Path) -> nn.Module:
@@ -53,7 +54,7 @@ def _load_local(path: Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if UNSAFE_PICKLE not in str(error):  # random bytes also fail as an UnpicklingError
+        if UNSAFE_PICKLE not in str(error).lower():  # random bytes also fail as an UnpicklingError
             raise WeightsError(f"{path} is not a readable PyTorch state dict (it does not unpickle)") from error
         raise WeightsError(f"refused to load {path}: it holds Python objects that would run code when unpickled "
                            "(backbone weights load with weights_only=True); give a plain state dict of tensors, "
