@@ -1,9 +1,5 @@
 """Export: the ONNX (onnxruntime) and TorchScript files give the eager model's detections, at batch 1 and 2."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -17,17 +13,10 @@ from detector import Detector
 from detector.inference.export import (ExportError, ExportedDetector, example_input, export_checkpoint,
                                        export_torchscript)
 from detector.inference.detectors import OnnxDetector
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers.commands import run_tool
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
-
-def run_tool(script, *args):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

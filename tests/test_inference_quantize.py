@@ -1,10 +1,7 @@
 """int8 (ONNX Runtime static quantization, detector/inference/quantize.py): the boxes of a trained tiny model agree
 with fp32, the Detector, exporter and demo take the precision, and where int8 cannot run the error says why in one
 line."""
-import os
-import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -22,8 +19,8 @@ from detector.preprocess import normalize, to_chw_tensor
 from detector.errors import QuantizationError
 from detector.inference.quantize import calibration_batches
 from detector.targets import encode
+from helpers.commands import run_tool
 
-ROOT = Path(__file__).resolve().parent.parent
 CLASS_NAMES = ["red", "blue"]
 SIZE = 96
 
@@ -172,12 +169,6 @@ class _OnGpu(torch.nn.Module):
 
     def parameters(self, recurse=True):
         yield SimpleNamespace(device=torch.device("cuda", 0))
-
-
-def run_tool(script, *args):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
 
 
 def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):

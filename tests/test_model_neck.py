@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 from helpers.images import one_image
+from helpers.networks import randomise_batchnorm
 
 from detector.inference.export import ExportedDetector, example_input, export_onnx, export_torchscript
 from detector.inference.pipeline import detect
@@ -32,13 +33,7 @@ def trained_like(model):
     heatmap logits spread enough that the top-K scores do not tie, as after training."""
     g = torch.Generator().manual_seed(0)
     model.head.heatmap[-1].weight.data.copy_(torch.randn(model.head.heatmap[-1].weight.shape, generator=g))
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(n, generator=g) * 0.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    randomise_batchnorm(model, g)
     for m in deformable_convs(model):
         m.offset_mask.weight.data.copy_(torch.randn(m.offset_mask.weight.shape, generator=g) * 0.005)
         m.offset_mask.bias.data.copy_(torch.randn(27, generator=g))

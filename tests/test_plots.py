@@ -3,10 +3,7 @@ precision-recall curves against hand cases, and the files a training run and ``t
 per validation, the PR curves, the confusion matrix)."""
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,13 +11,13 @@ import numpy as np
 import pytest
 
 from helpers.commands import HEAVY, modules_after
+from helpers.commands import run_tool as tool
 from helpers.datasets import annotation, det, make_coco
 
 from detector.confusion import confusion_matrix
 from detector.evaluation import coco_evaluate
 from detector.plots import RESULTS_COLUMNS, append_results_row, drop_results_from, mean_pr_curve, results_row
 
-ROOT = Path(__file__).resolve().parent.parent
 CAT, DOG = 3, 17  # dataset category ids of labels 0 and 1
 
 
@@ -139,9 +136,7 @@ def test_importing_the_plots_loads_no_lightning_pycocotools_or_matplotlib():
 # a tiny training run and tools/eval.py --------------------------------------------------------------------------
 
 def run_tool(script, *args):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                            env=env, timeout=600, cwd=ROOT)
+    result = tool(script, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

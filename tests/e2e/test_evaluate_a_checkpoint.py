@@ -1,31 +1,18 @@
 """Evaluating a checkpoint: a COCO-format validation json alone is enough, a VOC training run and tools/eval.py print
 the same table, no "epoch 0" and no -100.00 for a checkpoint's evaluation, and Lightning's and torch's noise kept
 out of the commands' output."""
-import json
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-import cv2
 import pytest
 
-from helpers.checkpoints import CLASS_NAMES, make_checkpoint
+from helpers.checkpoints import make_checkpoint
 from helpers.datasets import write_coco_split, write_voc_devkit
-from helpers.images import make_image
 
 from detector.evaluation import CocoResult, format_table
+from helpers.commands import run_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 NOISE = ("💡", "Tip:", "Restoring states", "Loaded model weights", "LeafSpec", "TPU available")
-
-
-def run_tool(script, *args):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=600, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 with ``--model.init_from``, ``tools/eval.py --flip_test`` and ``--nms_iou``, the demo's ``--precision``, ``tools/export.py
 --format torchscript`` and mixed-precision training on the CPU. Tiny synthetic runs at 64 px, random init."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +15,15 @@ from detector import Detector
 from torchvision.ops import box_iou  # an independent IoU
 from detector.checkpoint import load_checkpoint
 from detector.data.synthetic import SYNTHETIC_CLASSES
-from detector.images import read_image
 from detector.training.module import CenterNetModule
 from detector.preprocess import letterbox, unletterbox_boxes
+from helpers.commands import run_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 SIZE = 64
 SOURCE_CLASSES = ["cat", "dog", "bird"]  # the synthetic set's five classes are others
 
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
-
-
-def run_tool(script, *args, timeout=600):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
 
 
 def train_args(tmp, *extra):

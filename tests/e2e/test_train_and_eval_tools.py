@@ -2,7 +2,6 @@
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 
 from detector.checkpoint import CheckpointError, build_model, load_checkpoint
 from detector.cli import eval_main, train_main
+from helpers.commands import run_tool as tool
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -28,9 +28,7 @@ def tiny_args(tmp, *extra):
 
 
 def run_tool(script, *args, env_extra=None, timeout=600):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
-    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
+    return tool(script, *args, timeout=timeout, omp_threads=None, env_extra=env_extra)  # the threads it inherits
 
 
 @pytest.fixture(scope="module")

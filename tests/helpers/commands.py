@@ -17,6 +17,16 @@ def python(*args, code=None, timeout=300):
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, cwd=ROOT.parent)
 
 
+def run_tool(script, *args, timeout=600, omp_threads="1", env_extra=None):
+    """Run ``tools/<script>`` with ``args`` in a subprocess from the checkout (``omp_threads``: its
+    ``OMP_NUM_THREADS``, None to inherit); the ``CompletedProcess`` with text output."""
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), **(env_extra or {}))
+    if omp_threads is not None:
+        env["OMP_NUM_THREADS"] = omp_threads
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=ROOT)
+
+
 def modules_after(statement):
     result = python(code=f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))")
     assert result.returncode == 0, result.stderr

@@ -2,9 +2,10 @@
 import torch
 
 
-def randomise_batchnorm(model):
-    """Non-trivial running statistics and affine parameters, so that folding has something to fold."""
-    g = torch.Generator().manual_seed(5)
+def randomise_batchnorm(model, generator=None):
+    """Non-trivial running statistics and affine parameters, so that folding has something to fold (drawn from
+    ``generator``, by default one seeded with 5)."""
+    g = generator if generator is not None else torch.Generator().manual_seed(5)
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             n = m.num_features
