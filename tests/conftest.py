@@ -5,6 +5,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # shared 2-core machine: 0.66-3.7 s per step with spinning, 0.11 s passive). Read when torch loads, so set it first;
 # subprocesses started by the tests inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# pytest-xdist runs the suite in WORKERS processes (``-n`` in pyproject.toml): each gets an equal share of the cores
+# for torch, and so do the subprocesses its tests start (OMP_NUM_THREADS is read when torch loads).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS) if WORKERS > 1 else 2
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 import pytest
 import torch
@@ -13,7 +19,7 @@ import torch
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture

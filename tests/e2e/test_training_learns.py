@@ -60,9 +60,9 @@ def test_tiny_model_overfits_one_image():
     model = CenterNet(num_classes=2, neck="lean", weights=None)
     criterion = CenterNetLoss()
     targets = encode(boxes[None], labels[None], torch.ones(1, 3, dtype=torch.bool), 2, (32, 32), model.stride)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
-    for _ in range(300):
+    for _ in range(100):  # measured: loss 3.6 -> 0.05, IoUs 0.90-0.98 (300 steps at 1e-3 took three times as long)
         loss = criterion(model(x), targets)["loss"]
         optimiser.zero_grad()
         loss.backward()
