@@ -289,6 +289,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    unknown = set(filter(None, args.sides.split(","))) - {"peer", "ours"}
+    if unknown:
+        raise SystemExit(f"error: --sides {args.sides}: {sorted(unknown)} unknown; give peer, ours or both")
     if args.worker is not None:
         return worker(args.worker)
     if args.summary:
@@ -298,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{data['data']}: {data['n_train']} train, {data['n_val']} validation images; {data['val_json']}",
           flush=True)
     for seed in (int(s) for s in args.seeds.split(",")):
-        plan = [(side, args.epochs) for side in args.sides.split(",")]
+        plan = [(side, args.epochs) for side in args.sides.split(",") if side]
         for arm, epochs in plan + [("ours@peer-time", None)] * args.equal_time:
             rows = [row for row in read_rows(args.out) if same_settings(row, args)]
             if epochs is None:
