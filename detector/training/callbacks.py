@@ -175,7 +175,6 @@ class EarlyStop(pl.Callback):
             raise OptionError(f"--early_stopping.patience {patience}: must be 0 (off) or a number of validations")
         self.patience = patience
         self.aps: list[float] = []
-        self.stopped_epoch: int | None = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         result = pl_module.last_result
@@ -183,7 +182,7 @@ class EarlyStop(pl.Callback):
             return
         self.aps.append(float(result.metrics["AP"]))
         if should_stop_early(self.aps, self.patience):  # every rank holds the same result: the same decision
-            trainer.should_stop, self.stopped_epoch = True, trainer.current_epoch
+            trainer.should_stop = True
             if trainer.is_global_zero:
                 best = len(self.aps) - 1 - validations_since_best(self.aps)
                 print(f"early stopping: no better validation AP in the last {self.patience} validations (best "
