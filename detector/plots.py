@@ -2,6 +2,8 @@
 
 - ``results.csv``: one row per validation (:data:`RESULTS_COLUMNS`; metrics 0..1, empty where not computed),
   appended as training goes, readable with ``csv.DictReader``;
+- ``results.png``: the training curves of ``results.csv`` (each training loss part and the validation AP and AP50,
+  against the epoch), drawn at the end of training;
 - ``PR_curve.png``: the precision-recall curve of each class at IoU 0.5 and their mean (the legend gives each
   class's AP50, the area under its curve);
 - ``confusion_matrix.png`` and ``confusion_matrix.csv``: the counts of ``detector.confusion`` (rows ground truth,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from detector.evaluation import EvalResult
 
 RESULTS_CSV = "results.csv"
+RESULTS_PNG = "results.png"
 PR_CURVE_PNG = "PR_curve.png"
 CONFUSION_PNG = "confusion_matrix.png"
 CONFUSION_CSV = "confusion_matrix.csv"
@@ -33,6 +36,7 @@ TRAIN_LOSSES = ("loss", "heatmap", "offset", "size")
 VAL_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "mAP50_voc07", "mAP50_allpoint")
 RESULTS_COLUMNS = ("epoch", "step", "lr", *(f"train/{name}" for name in TRAIN_LOSSES),
                    *(f"val/{name}" for name in VAL_METRICS))
+RESULTS_CURVES = (*(f"train/{name}" for name in TRAIN_LOSSES), "val/AP", "val/AP50")  # the panels of results.png
 MAX_LEGEND_CLASSES = 20  # more classes than this: the curves without a legend, the matrix without numbers
 MAX_ANNOTATED_CLASSES = 30
 
@@ -84,6 +88,44 @@ def drop_results_from(path: str | Path, step: int) -> int:
             writer.writerows(kept)
         temporary.replace(path)
     return len(rows) - len(kept)
+
+
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """The rows of the ``results.csv`` at ``path`` (column -> text, empty where not computed)."""
+    with Path(path).open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def results_curves(rows: list[dict[str, str]]) -> dict[str, tuple[list[float], list[float]]]:
+    """Each column of :data:`RESULTS_CURVES` as ``(epochs, values)`` over the rows that hold it (a row of an
+    evaluation has no losses, a row of an old file may lack a column)."""
+    curves = {}
+    for column in RESULTS_CURVES:
+        points = [(float(row["epoch"]), float(row[column])) for row in rows
+                  if (row.get(column) or "") != "" and (row.get("epoch") or "") != ""]
+        curves[column] = ([x for x, _ in points], [y for _, y in points])
+    return curves
+
+
+def results_figure(rows: list[dict[str, str]]):
+    """The figure of ``results.png``: one panel per :data:`RESULTS_CURVES` column against the epoch, each
+    validation a marker (the caller saves and closes it)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(2, 3, figsize=(12, 6.5))
+    for axis, (column, (epochs, values)) in zip(axes.flat, results_curves(rows).items()):
+        axis.plot(epochs, values, marker="o", markersize=3, linewidth=1.5)
+        axis.set(title=column, xlabel="epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.grid(alpha=0.3)
+    return figure
+
+
+def plot_results(csv_path: str | Path, path: str | Path | None = None) -> Path:
+    """Draw ``results.png`` (:func:`results_figure`) of the ``results.csv`` at ``csv_path`` into ``path`` (default:
+    beside it); returns its path."""
+    csv_path = Path(csv_path)
+    figure = results_figure(read_results(csv_path))
+    return _save(pyplot(), figure, path or csv_path.with_name(RESULTS_PNG))
 
 
 def save_evaluation_plots(result: EvalResult, folder: str | Path) -> list[Path]:

@@ -1,6 +1,7 @@
 """Plots and the confusion matrix (``detector/plots.py``, ``detector/confusion.py``): the confusion matrix and the
-precision-recall curves against hand cases, and the files a training run and ``tools/eval.py`` write (results.csv
-per validation, the PR curves, the confusion matrix)."""
+precision-recall curves against hand cases, the training curves of results.png from a hand-written results.csv, and
+the files a training run and ``tools/eval.py`` write (results.csv per validation, results.png, the PR curves, the
+confusion matrix)."""
 import csv
 import json
 import re
@@ -16,7 +17,9 @@ from helpers.datasets import annotation, det, make_coco
 
 from detector.confusion import confusion_matrix
 from detector.evaluation import coco_evaluate
-from detector.plots import RESULTS_COLUMNS, append_results_row, drop_results_from, mean_pr_curve, results_row
+from detector.plots import (RESULTS_COLUMNS, append_results_row, drop_results_from, mean_pr_curve, plot_results,
+                            results_figure, results_row)
+from detector.plots import read_results as read_results_csv
 
 CAT, DOG = 3, 17  # dataset category ids of labels 0 and 1
 
@@ -116,6 +119,30 @@ def test_a_resume_drops_the_rows_of_the_steps_it_redoes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]  # no temporary file left
 
 
+RESULTS_TEXT = """epoch,step,lr,train/loss,train/heatmap,train/offset,train/size,val/AP,val/AP50,val/AP75
+3,40,0.002,4.5,3.0,0.5,10,0.05,0.12,0.01
+7,80,0.001,3.25,2.25,0.25,7.5,0.125,0.25,0.1
+11,120,0.0005,2.5,1.75,0.125,6.25,0.2,0.375,0.15
+11,120,,,,,,0.25,0.5,0.2
+"""  # the last row: an evaluation's (no losses); the file lacks the other metric columns (an older run)
+
+
+def test_results_png_draws_each_loss_part_and_the_ap_of_results_csv_against_the_epoch(tmp_path):
+    (tmp_path / "results.csv").write_text(RESULTS_TEXT)
+    figure = results_figure(read_results_csv(tmp_path / "results.csv"))
+    drawn = {axis.get_title(): axis.get_lines()[0] for axis in figure.axes if axis.get_lines()}
+    assert {title: (list(line.get_xdata()), list(line.get_ydata())) for title, line in drawn.items()} == {
+        "train/loss": ([3, 7, 11], [4.5, 3.25, 2.5]), "train/heatmap": ([3, 7, 11], [3.0, 2.25, 1.75]),
+        "train/offset": ([3, 7, 11], [0.5, 0.25, 0.125]), "train/size": ([3, 7, 11], [10, 7.5, 6.25]),
+        "val/AP": ([3, 7, 11, 11], [0.05, 0.125, 0.2, 0.25]), "val/AP50": ([3, 7, 11, 11], [0.12, 0.25, 0.375, 0.5])}
+    path = plot_results(tmp_path / "results.csv")
+    assert path == tmp_path / "results.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] >= 400 and image.shape[1] >= 800
+    assert (image < 128).any() and (image > 200).mean() > 0.5  # drawn: lines and text on a white page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.png"]  # no temporary file left
+
+
 def test_the_default_eval_folder_is_a_new_val_folder_in_the_run_folder(tmp_path):
     from detector.training.evaluate import eval_output_folder
 
@@ -196,6 +223,8 @@ def test_training_writes_results_csv_per_epoch_and_the_plots(train_and_eval):
         assert float(row["train/loss"]) == pytest.approx(
             float(row["train/heatmap"]) + float(row["train/offset"]) + 0.1 * float(row["train/size"]), rel=1e-3)
     assert_plots(run, val_json)
+    image = cv2.imread(str(run / "results.png"))  # the curves, drawn at the end of training
+    assert image is not None and image.shape[0] > 100
 
 
 @pytest.mark.slow

@@ -5,7 +5,8 @@ from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / "detector"
-PROJECT_WIDE = {"test_architecture.py", "test_imports.py", "test_suite_layout.py", "test_bench_latency.py"}
+PROJECT_WIDE = {"test_architecture.py", "test_imports.py", "test_suite_layout.py", "test_bench_latency.py",
+                "test_bench_peer_train.py"}
 
 
 def suite_files():

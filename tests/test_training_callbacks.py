@@ -1,12 +1,15 @@
 """The training callbacks (``detector/training/callbacks.py``) and speed settings: validation every N epochs that still
-validates the last one, and training in the channels_last layout."""
+validates the last one, early stopping on validation AP, and training in the channels_last layout."""
+from types import SimpleNamespace
+
 import pytest
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from detector.training.configs import config_path
-from detector.training.callbacks import ValidateLastEpoch
+from detector.errors import OptionError
+from detector.training.callbacks import EarlyStop, ValidateLastEpoch, should_stop_early, validations_since_best
 from detector.training.module import CenterNetModule
 
 
@@ -99,3 +102,71 @@ def test_training_and_validation_run_channels_last():
     x = torch.randn(1, 3, 64, 64)
     module.eval(), reference.eval()
     assert torch.allclose(module.model(x)["heatmap"], reference.model(x)["heatmap"], atol=1e-4)
+
+
+# early stopping on validation AP ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("aps,patience,stops", [
+    ([0.1, 0.3, 0.2], 2, False),  # one validation since the best
+    ([0.1, 0.3, 0.2, 0.25], 2, True),  # two
+    ([0.1, 0.3, 0.2, 0.25], 3, False),
+    ([0.1, 0.3, 0.3, 0.3], 2, True),  # an equal AP is no improvement
+    ([0.1, 0.2, 0.3, 0.4], 1, False),  # improving every time
+    ([0.4], 1, False), ([], 1, False),
+    ([0.5, 0.1, 0.1, 0.1, 0.1], 0, False),  # patience 0: off
+])
+def test_training_stops_after_patience_validations_without_a_better_ap(aps, patience, stops):
+    assert should_stop_early(aps, patience) == stops
+
+
+def test_validations_since_best_counts_from_the_first_of_equal_bests():
+    assert [validations_since_best(aps) for aps in ([], [0.2], [0.2, 0.1], [0.2, 0.2, 0.1], [0.1, 0.2])] == \
+        [0, 0, 1, 2, 0]
+
+
+class Scored(Counting):
+    """Counting, with the validation AP of each validation taken from ``aps`` (as ``CenterNetModule.last_result``)."""
+
+    def __init__(self, aps):
+        super().__init__()
+        self.aps, self.last_result = aps, None
+
+    def on_validation_epoch_end(self):
+        super().on_validation_epoch_end()
+        if not self.trainer.sanity_checking:
+            self.last_result = SimpleNamespace(metrics={"AP": self.aps[len(self.validated) - 1]})
+
+
+APS = [0.1, 0.3, 0.2, 0.25, 0.6, 0.7, 0.8, 0.9]  # patience 2: stops at the 4th validation (epoch 3 here)
+
+
+def fit(module, callbacks, ckpt_path=None, max_epochs=len(APS)):
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, enable_checkpointing=False,
+                         callbacks=callbacks)
+    trainer.fit(module, loader(), loader(), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_early_stopping_stops_the_run_with_one_line_and_is_off_by_default(capsys):
+    module = Scored(APS)
+    fit(module, [EarlyStop(patience=2)])
+    assert module.validated == [0, 1, 2, 3]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("early stopping")]
+    assert lines == ["early stopping: no better validation AP in the last 2 validations (best 30.00, validation 2 "
+                     "of 4); stopped after epoch 3 (--early_stopping.patience 2)"]
+    module = Scored(APS)
+    fit(module, [EarlyStop()])
+    assert module.validated == list(range(len(APS)))
+    with pytest.raises(OptionError, match="--early_stopping.patience -1"):
+        EarlyStop(patience=-1)
+
+
+def test_a_resumed_run_stops_where_the_run_never_stopped_would(tmp_path):
+    """The APs seen before the checkpoint come back with it: resumed after 3 validations, the 4th stops the run."""
+    middle = tmp_path / "epoch2.ckpt"
+    fit(Scored(APS), [EarlyStop(patience=2)], max_epochs=3).save_checkpoint(middle)
+    module = Scored(APS)
+    module.validated = [0, 1, 2]  # the validations before the checkpoint (their APs index the list)
+    trainer = fit(module, [EarlyStop(patience=2)], ckpt_path=middle)
+    assert module.validated == [0, 1, 2, 3] and trainer.current_epoch == 4

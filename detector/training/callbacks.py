@@ -1,11 +1,14 @@
-"""The training run's callbacks: last.ckpt, the last epoch validated, and the run folder's per-validation files."""
+"""The training run's callbacks: last.ckpt, the last epoch validated, early stopping on validation AP, and the run
+folder's per-validation files (results.csv, results.png)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pytorch_lightning as pl
 
-from detector.plots import RESULTS_CSV, append_results_row, drop_results_from, results_row
+from detector.errors import OptionError
+from detector.plots import RESULTS_CSV, RESULTS_PNG, append_results_row, drop_results_from, plot_results, results_row
 
 
 class LastCheckpoint(pl.Callback):
@@ -111,7 +114,8 @@ class ResultsFiles(pl.Callback):
     """After each validation with a logger, into its run folder: ``val_per_class_ap.txt`` (the last table) and,
     while fitting, a row of ``results.csv`` (``detector.plots``: epoch, step, learning rate, the mean training losses
     since the previous row over every rank, the metrics); a row replaces any of its step or later (a resumed run's
-    redone validation). Rank 0 writes; every rank takes part in the collectives."""
+    redone validation). At the end of training (a resumed one too), ``results.png``: the curves of the whole
+    ``results.csv``. Rank 0 writes; every rank takes part in the collectives."""
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
         result = pl_module.last_result
@@ -129,3 +133,64 @@ class ResultsFiles(pl.Callback):
             row = results_row(trainer.current_epoch, trainer.global_step, result.metrics, losses, lr)
             drop_results_from(log_dir / RESULTS_CSV, trainer.global_step)  # a resume redoing a validation: replaced
             append_results_row(log_dir / RESULTS_CSV, row)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module) -> None:
+        if not trainer.logger:
+            return
+        log_dir = Path(trainer.log_dir)  # a collective under DDP: every rank asks
+        if trainer.is_global_zero and (log_dir / RESULTS_CSV).is_file():
+            plot_results(log_dir / RESULTS_CSV, log_dir / RESULTS_PNG)
+
+
+def validations_since_best(aps: Sequence[float]) -> int:
+    """How many validations came after the best AP of ``aps`` (in order; the first of equal bests counts: an equal
+    AP is no improvement); 0 when there is none."""
+    if not aps:
+        return 0
+    best = max(range(len(aps)), key=lambda i: (aps[i], -i))
+    return len(aps) - 1 - best
+
+
+def should_stop_early(aps: Sequence[float], patience: int) -> bool:
+    """Whether training stops after the validations whose APs are ``aps``: the last ``patience`` of them did not
+    improve on the best before them. ``patience`` 0: never (early stopping off)."""
+    return patience > 0 and validations_since_best(aps) >= patience
+
+
+class EarlyStop(pl.Callback):
+    """Early stopping: training stops when the validation AP has not improved for a number of validations.
+
+    ``--early_stopping.patience N`` (a validation comes every ``--trainer.check_val_every_n_epoch`` epochs); one line
+    says so when it stops. Off by default.
+
+    The APs seen so far go into every checkpoint (``state_dict``), so a resumed run stops where the run it continues
+    would have; a validation the resume redoes is not in the checkpoint it resumes from, so it is counted once.
+
+    Args:
+        patience: validations without a better AP before the run stops; 0 (the default) never stops.
+    """
+
+    def __init__(self, patience: int = 0):
+        if patience < 0:
+            raise OptionError(f"--early_stopping.patience {patience}: must be 0 (off) or a number of validations")
+        self.patience = patience
+        self.aps: list[float] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module) -> None:
+        result = pl_module.last_result
+        if trainer.sanity_checking or trainer.state.fn != "fit" or result is None:
+            return
+        self.aps.append(float(result.metrics["AP"]))
+        if should_stop_early(self.aps, self.patience):  # every rank holds the same result: the same decision
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                best = len(self.aps) - 1 - validations_since_best(self.aps)
+                print(f"early stopping: no better validation AP in the last {self.patience} validations (best "
+                      f"{100 * self.aps[best]:.2f}, validation {best + 1} of {len(self.aps)}); stopped after epoch "
+                      f"{trainer.current_epoch} (--early_stopping.patience {self.patience})", flush=True)
+
+    def state_dict(self) -> dict:
+        return {"aps": list(self.aps)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.aps = [float(ap) for ap in state_dict.get("aps", [])]

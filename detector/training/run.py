@@ -18,7 +18,7 @@ from detector.checkpoint import CheckpointError, check_network, load_checkpoint
 from detector.errors import OptionError
 from detector.data.datamodule import DetectionDataModule
 from detector.plots import RESULTS_CSV, drop_results_from, save_evaluation_plots
-from detector.training.callbacks import LastCheckpoint, ResultsFiles, ValidateLastEpoch
+from detector.training.callbacks import EarlyStop, LastCheckpoint, ResultsFiles, ValidateLastEpoch
 from detector.training.configs import DEFAULT_CONFIG, config_path
 from detector.training.module import CenterNetModule
 from detector.training.naming import run_name
@@ -30,7 +30,7 @@ LIGHTNING_OPTIMIZER_FLAGS = ("--optimizer", "--lr_scheduler")
 
 
 class DetectorCLI(LightningCLI):
-    """LightningCLI with the data -> model links, the checkpoint callbacks and ``--ckpt_path``."""
+    """LightningCLI with the data -> model links, the checkpoint callbacks, early stopping and ``--ckpt_path``."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -44,6 +44,7 @@ class DetectorCLI(LightningCLI):
             "checkpoint.filename": "best-epoch{epoch:03d}", "checkpoint.auto_insert_metric_name": False,
         })
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(EarlyStop, "early_stopping")  # --early_stopping.patience N (0: off)
         parser.add_argument("--name", type=str | None, default=None,
                             help="The run's folder: <save_dir>/<name>/version_N. Default: named from the data: the "
                                  "training json's stem (COCO format), the single VOC folder's name, the YOLO YAML's "

@@ -313,6 +313,8 @@ CASES = [
          refused_before_any_folder("--data.batch_size 0")),
     Case("--trainer.max_epochs -5", "train", option("--trainer.max_epochs", "-5"),
          refused_before_any_folder("--trainer.max_epochs -5")),
+    Case("--early_stopping.patience -1", "train", option("--early_stopping.patience", "-1"),
+         refused_before_any_folder("--early_stopping.patience -1")),
     Case("--data.augment.flip_prob 2", "train", option("--data.augment.flip_prob", "2"),
          refused_before_any_folder("--data.augment.flip_prob 2")),
     Case("--model.optim.lr -1", "train", option("--model.optim.lr", "-1"),

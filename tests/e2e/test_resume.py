@@ -102,6 +102,7 @@ def test_a_run_stopped_at_max_steps_and_resumed_equals_the_run_never_stopped(uni
         resumed = train_main(args(tmp_path, "paused", "--trainer.max_steps", str(EPOCHS), "--ckpt_path", "last"))
     assert Path(resumed.trainer.log_dir) == Path(first.trainer.log_dir)
     assert run_record(resumed) == uninterrupted
+    assert (Path(resumed.trainer.log_dir) / "results.png").stat().st_size > 1000  # redrawn with the resumed rows
 
 
 @pytest.mark.parametrize("stop,saved,redone", [
