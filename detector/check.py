@@ -168,7 +168,8 @@ def write_train_samples(dataset: DetectionDataset, folder: Path, num_images: int
     paths = []
     for index in sample_indices(len(dataset), num_images):
         item = dataset[index]
-        image = item["image"].permute(1, 2, 0).numpy()  # [3, S, S] -> [S, S, 3] RGB uint8
+        image = item["image"].permute(1, 2, 0).numpy()  # [3, S, S] -> [S, S, 3] RGB uint8 (float32: colour_float)
+        image = image if image.dtype == np.uint8 else np.rint(image.clip(0, 255)).astype(np.uint8)
         drawn = draw_ground_truth(image, item["boxes"].numpy(), item["labels"].numpy(), dataset.class_names)
         path = folder / sample_name(index)
         write_bytes(path, cv2.imencode(".png", cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))[1].tobytes())

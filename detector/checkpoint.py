@@ -25,6 +25,7 @@ from detector.errors import CheckpointError
 from detector.model import CenterNet
 from detector.model.backbone import UNSAFE_PICKLE
 from detector.model.centernet import NeckName
+from detector.model.neck import UpconvInit
 
 CHECKPOINT_KEY = "detector"
 
@@ -137,17 +138,19 @@ def model_state(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
-def build_model(source: dict | ModelDescription, weights: str | None = None, name: str | Path = "the checkpoint"
-                ) -> CenterNet:
+def build_model(source: dict | ModelDescription, weights: str | None = None, name: str | Path = "the checkpoint",
+                upconv_init: UpconvInit = "diagonal") -> CenterNet:
     """The one way to build the network: of a checkpoint or of a description.
 
     ``source`` a checkpoint (:func:`load_checkpoint`): its architecture and trained weights, in eval mode (no backbone
     download; ``name``, its file, names it in the error of weights that do not fit). ``source`` a
     :class:`ModelDescription`: a new network to train, its backbone initialised from ``weights`` (``imagenet``, a
-    local ``.pth`` file, or None for random).
+    local ``.pth`` file, or None for random) and, for the ``dcn`` neck, its up-convolutions started as
+    ``upconv_init`` says (``detector.model.neck.init_bilinear``; a checkpoint's weights replace them).
     """
     if isinstance(source, ModelDescription):
-        return CenterNet(source.num_classes, neck=source.neck, weights=weights, head_channels=source.head_channels)
+        return CenterNet(source.num_classes, neck=source.neck, weights=weights, head_channels=source.head_channels,
+                         upconv_init=upconv_init)
     info = read_description(source)
     model = build_model(info)
     try:

@@ -32,7 +32,7 @@ USAGE = "usage: centernet {train,eval,demo,export,check} [options]   (centernet 
 EXPORT_NOISE = (r"You are using the legacy TorchScript-based ONNX export", r"The feature will be removed",
                 r"Constant folding", r"`torch\.jit\.\w+` is deprecated")
 # Data options that only shape the training augmentation (the ``augment`` group): the evaluation does not offer them.
-TRAIN_ONLY_DATA_OPTIONS = {"augment"}
+TRAIN_ONLY_DATA_OPTIONS = {"augment", "total_batch", "drop_last"}
 
 
 def command_name(command: str) -> str:

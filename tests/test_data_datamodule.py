@@ -1,12 +1,16 @@
 """The DataModule yields batches of the contract for all three datasets; workers get distinct, reproducible streams."""
 import gc
+import logging
+from types import SimpleNamespace
 
+import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
 from helpers.datasets import write_coco_dataset, write_voc_devkit
 
 from detector.data import DetectionDataModule
+from detector.data.datamodule import per_device_batch
 
 CONTRACT = {"images": torch.uint8, "boxes": torch.float32, "labels": torch.int64, "mask": torch.bool,
             "image_ids": torch.int64, "meta": torch.float32, "crowd_boxes": torch.float32,
@@ -87,3 +91,34 @@ def test_workers_have_distinct_streams_and_seed_reproduces(tmp_path):
     assert not torch.equal(images[0], images[1])
     assert torch.equal(images, _augmented_images(0, tmp_path))
     assert not torch.equal(images, _augmented_images(1, tmp_path))
+
+
+@pytest.mark.parametrize("devices, accumulate, per_device, total", [
+    (1, 1, 114, 114), (2, 1, 57, 114), (4, 1, 28, 112), (8, 1, 14, 112), (1, 4, 28, 112), (16, 1, 7, 112)])
+def test_total_batch_stays_near_its_value_whatever_the_device_count(devices, accumulate, per_device, total, caplog):
+    """Equal per-device batches (DDP): round(114 / (devices x accumulation)); the paper's 114 on 4 GPUs is 4 x 28."""
+    assert per_device_batch(114, devices, accumulate) == per_device == round(114 / (devices * accumulate))
+    dm = DetectionDataModule(batch_size=32, total_batch=114, drop_last=True, num_workers=0)
+    dm.train_dataset, dm.val_dataset = list(range(300)), list(range(10))  # the loaders are not iterated
+    dm.trainer = SimpleNamespace(world_size=devices, accumulate_grad_batches=accumulate, global_rank=0)
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    rank_zero.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger=rank_zero.name):
+            loader = dm.train_dataloader()
+    finally:
+        rank_zero.removeHandler(caplog.handler)
+    assert loader.batch_size == per_device and loader.drop_last
+    assert per_device * devices * accumulate == total
+    assert f"batch: {per_device} per device x {devices} devices x {accumulate} accumulated = {total}" in caplog.text
+    assert dm.val_dataloader().batch_size == 32 and not dm.val_dataloader().drop_last  # validation keeps batch_size
+
+
+def test_without_total_batch_the_batch_is_per_device_and_bad_values_are_refused():
+    dm = DetectionDataModule(batch_size=6, num_workers=0)
+    dm.train_dataset = list(range(20))
+    dm.trainer = SimpleNamespace(world_size=4, accumulate_grad_batches=1, global_rank=0)
+    assert dm.train_dataloader().batch_size == 6 and not dm.train_dataloader().drop_last  # the defaults: unchanged
+    assert per_device_batch(3, 8) == 1  # never 0
+    with pytest.raises(ValueError, match="--data.total_batch 0"):
+        DetectionDataModule(total_batch=0)

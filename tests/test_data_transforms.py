@@ -12,7 +12,7 @@ from detector.preprocess import PAD_VALUE, unletterbox_boxes
 from detector.data import Sample, TrainTransform, collate_detection
 from detector.preprocess import letterbox
 from detector.data import Sample
-from detector.data.transforms import (PAD_VALUE, PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC,
+from detector.data.transforms import (PAD_VALUE, PAPER_CLIP_MARGIN, PAPER_CROP_SCALES, PAPER_EIGVAL, PAPER_EIGVEC,
                                       CropTrainTransform, paper_border, warp)
 from detector.targets import ELLIPSE_ALPHA, encode, gaussian_extent, gaussian_radius
 
@@ -570,3 +570,53 @@ def test_no_jitter_draws_nothing_for_it_and_still_applies_the_lighting_and_the_r
     untouched = CropTrainTransform(32, colour_jitter=0.0, lighting_std=0.0, seed=0)
     untouched.rng = None  # neither may draw
     assert untouched.colour(image) is image
+
+
+# the paper's code to the letter (colour_float, clip_margin: the paper configs) ----------------------------------------
+
+def test_colour_float_is_the_papers_float_formula_neither_clipped_nor_rounded():
+    """The paper's code on ``inp = image / 255`` (float): grey = cvtColor of the float image, the three blends, the
+    lighting shift; never clipped, never rounded. Ours works in 0..255 units: 255 x that."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (8, 10, 3)).astype(np.uint8)
+    transform = CropTrainTransform(32, seed=0, colour_float=True)
+    transform.rng = FixedDraws(order=[0, 2, 1], alphas=[0.4, 0.35, -0.1], lighting=[-2.0, 0.5, 0.3])
+    got = transform.colour(image)
+
+    inp = image.astype(np.float64) / 255  # RGB here; the paper's code holds BGR, grey and lighting agree with it
+    grey = 0.299 * inp[..., 0] + 0.587 * inp[..., 1] + 0.114 * inp[..., 2]  # not rounded
+    inp = 1.4 * inp  # brightness
+    inp = 1.35 * inp + (1 - 1.35) * grey[..., None]  # saturation
+    inp = 0.9 * inp + (1 - 0.9) * grey.mean()  # contrast
+    inp = inp + (PAPER_EIGVEC.astype(np.float64) @ (PAPER_EIGVAL * np.array([-2.0, 0.5, 0.3])))[::-1]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, 255 * inp, atol=2e-3)
+    assert got.max() > 255 and (np.abs(got - np.rint(got)) > 0.01).any()  # past uint8's end, between integers
+    flat = CropTrainTransform(32, colour_jitter=0.0, lighting_std=0.0, colour_float=True).colour(image)
+    assert flat.dtype == np.float32 and np.array_equal(flat, image)
+
+
+def test_paper_box_clip_is_the_papers_last_cell_w_minus_1():
+    """The paper's code clips each box in output cells to [0, output_w - 1] (stride 4) and keeps those with w, h > 0:
+    in input pixels, stride x clip(box / stride, 0, size / stride - 1)."""
+    size, stride = 128, 4
+    boxes = np.array([[100, 90, 140, 150],   # past the far edges: clipped to 124 = (32 - 1) x 4
+                      [-8, -4, 20, 30],      # past the near edges: 0
+                      [125, 10, 127, 20],    # inside the last cell column only: no width left, dropped
+                      [40, 40, 60, 70]], np.float32)
+    placed, keep = CropTrainTransform(size, clip_margin=PAPER_CLIP_MARGIN).place(boxes, 1.0, (0.0, 0.0), False)
+    official = stride * np.clip(boxes / stride, 0, size // stride - 1)
+    np.testing.assert_array_equal(placed, official)
+    wide, high = official[:, 2] - official[:, 0], official[:, 3] - official[:, 1]
+    assert keep.tolist() == ((wide > 0) & (high > 0)).tolist() == [True, True, False, True]
+    placed, keep = CropTrainTransform(size).place(boxes, 1.0, (0.0, 0.0), False)  # the default: the whole canvas
+    assert placed[0].tolist() == [100, 90, 128, 128] and keep.tolist() == [True, True, True, True]
+
+
+def test_a_float_paper_batch_stays_float32_padded_with_the_mean():
+    sample, _ = painted()
+    transform = CropTrainTransform(64, seed=0, colour_float=True)
+    small = CropTrainTransform(32, seed=0, colour_float=True)
+    batch = collate_detection([transform(sample), small(sample)])
+    assert batch["images"].dtype == torch.float32 and batch["images"].shape == (2, 3, 64, 64)
+    assert (batch["images"][1, :, 32:, :] == torch.tensor(PAD_VALUE, dtype=torch.float32)[:, None, None]).all()

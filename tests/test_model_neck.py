@@ -1,4 +1,6 @@
 """The ``dcn`` neck (the paper's "ResNet-18 + DCN"): shapes, initialisation, learning, folding and export."""
+import math
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -14,7 +16,7 @@ from detector.inference.pipeline import detect
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
-from detector.model.neck import ModulatedDeformConv2d, bilinear_kernel
+from detector.model.neck import ModulatedDeformConv2d, bilinear_kernel, init_bilinear
 from detector.preprocess import normalize, to_chw_tensor
 from detector.targets import encode
 
@@ -96,6 +98,50 @@ def test_upsampling_starts_as_bilinear_interpolation():
         want = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         # the border differs: the transposed conv pads with zeros, interpolate repeats the edge
         torch.testing.assert_close(got[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], atol=1e-5, rtol=1e-5)
+
+
+def official_up_kernel(k):
+    """The paper's code's fill, written out: f = ceil(k / 2), c = (2f - 1 - f % 2) / 2f,
+    w[i, j] = (1 - |i / f - c|) (1 - |j / f - c|)."""
+    f = math.ceil(k / 2)
+    c = (2 * f - 1 - f % 2) / (2.0 * f)
+    return torch.tensor([[(1 - abs(i / f - c)) * (1 - abs(j / f - c)) for j in range(k)] for i in range(k)])
+
+
+def test_official_upconv_fill_is_the_kernel_into_output_channel_0_the_rest_random():
+    torch.manual_seed(0)
+    ups = up_convs(CenterNet(num_classes=2, neck="dcn", upconv_init="official"))
+    assert len(ups) == 3
+    for up in ups:
+        weight = up.weight.detach()  # [C_in, C_out, 4, 4]
+        torch.testing.assert_close(weight[:, 0], official_up_kernel(4).expand_as(weight[:, 0]))
+        rest = weight[:, 1:]
+        bound = 1 / math.sqrt(up.out_channels * 16)  # PyTorch's default init of a transposed conv: U(+-1/sqrt(fan))
+        assert rest.abs().max() <= bound and rest.std() > bound / 3  # random, not zero, not the kernel
+
+
+def test_diagonal_upconv_fill_stays_the_default():
+    for up in up_convs(CenterNet(num_classes=2, neck="dcn")):
+        weight, C = up.weight.detach(), up.out_channels
+        torch.testing.assert_close(weight[range(C), range(C)], official_up_kernel(4).expand(C, 4, 4))
+        assert weight.abs().sum() == pytest.approx(C * official_up_kernel(4).sum().item(), rel=1e-5)  # all else 0
+    with pytest.raises(ValueError, match="upconv_init"):
+        init_bilinear(torch.nn.ConvTranspose2d(2, 2, 4), "channel0")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_deformable_conv_computes_in_fp32_under_autocast(dtype):
+    """torchvision's CPU kernel has no bf16/fp16: the block runs it in fp32, the result only rounded to the input's
+    dtype (the same bits as the fp32 result rounded)."""
+    conv = ModulatedDeformConv2d(4, 3)
+    torch.nn.init.normal_(conv.offset_mask.weight, std=0.3)  # taps moved by fractions of a cell, masks apart
+    x = torch.randn(1, 4, 5, 6).to(dtype)  # representable in ``dtype``
+    with torch.no_grad():
+        want = conv(x.float())
+        with torch.autocast("cpu", dtype=dtype):
+            got = conv(x)
+    assert got.dtype == dtype
+    assert torch.equal(got, want.to(dtype))
 
 
 def test_tiny_training_run_learns():

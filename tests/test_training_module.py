@@ -66,6 +66,23 @@ def test_lr_batch_size_scales_the_learning_rate_linearly(lr_batch_size, expected
     assert optimizer.param_groups[0]["lr"] == pytest.approx(expected)
 
 
+@pytest.mark.parametrize("devices, total", [(1, 114), (2, 114), (4, 112), (8, 112)])
+def test_the_paper_rate_follows_the_total_batch_actually_trained(devices, total):
+    """--data.total_batch 114 on 1, 2, 4, 8 devices: 5e-4 x (the total trained) / 114, never x 32 x devices / 114."""
+    from detector.data.datamodule import per_device_batch
+
+    module = CenterNetModule(optim=OptimOptions(lr=5e-4, lr_batch_size=114, schedule="cosine"))
+    module.trainer = fake_trainer(batch_size=per_device_batch(114, devices), world_size=devices, accumulate=1)
+    assert module.effective_lr() == pytest.approx(5e-4 * total / 114)
+
+
+def test_upconv_init_reaches_the_dcn_network():
+    ups = [m for m in CenterNetModule(neck="dcn", upconv_init="official").model.neck.modules()
+           if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert all(torch.equal(up.weight[:, 0], up.weight[0, 0].expand_as(up.weight[:, 0])) for up in ups)
+    assert all(up.weight[:, 1:].abs().min() > 0 for up in ups)  # random, not the diagonal's zeros
+
+
 def test_the_option_groups_are_kept_as_plain_dicts_that_load_weights_only():
     """Built from Python (not the CLI, which hands over its own dicts), a dataclass in the hparams would make every
     checkpoint refuse ``torch.load(weights_only=True)``."""

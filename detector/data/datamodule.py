@@ -23,6 +23,7 @@ from typing import Literal, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from pycocotools.coco import COCO
 from torch.utils.data import DataLoader
 
@@ -33,8 +34,8 @@ from detector.data.dataset import DatasetError, DetectionDataset, note
 from detector.data.labelimg import LabelImgDetection, Unlabelled, labelimg_classes, photo_xmls
 from detector.data.split import VAL_FRACTION, split_dataset, split_message, split_record, write_split_lists
 from detector.data.synthetic import SYNTHETIC_CLASSES, synthetic_dataset
-from detector.data.transforms import (PAPER_CROP_SCALES, PAPER_LIGHTING_STD, CropTrainTransform, EvalTransform,
-                                      TrainTransform, collate_detection)
+from detector.data.transforms import (PAPER_CLIP_MARGIN, PAPER_CROP_SCALES, PAPER_LIGHTING_STD, CropTrainTransform,
+                                      EvalTransform, TrainTransform, collate_detection)
 from detector.data.voc import VOC_CLASSES, VocDetection, VocSplit, default_voc_splits, folder_classes, voc_layout
 from detector.data.yolo import YoloDetection, has_split, load_yolo_config, yolo_class_names
 from detector.errors import OptionError
@@ -70,6 +71,10 @@ class AugmentOptions:
         min_box_size: after augmentation, a box narrower or shorter than this (input pixels) is dropped.
             ``min_visibility`` and ``min_box_size`` null: 0, every box with area stays a target, as in the paper
             (dropping boxes under 30% visible or 2 px was not better on real photos, ``bench/RESULTS.md``).
+        colour_float: ``paper`` only: the colour-augmented image stays float32, neither clipped to 0..255 nor
+            rounded, as in the paper's code (its batches then travel as float32, four times the bytes); false: uint8.
+        box_clip: ``paper`` only: boxes clipped to the canvas (``canvas``, all 128 output cells at 512 px) or, as the
+            paper's code, to the left edge of the last output cell (``paper``: ``output_w - 1`` = 127 cells).
     """
 
     kind: Literal["paper", "resize"] = "resize"
@@ -80,10 +85,20 @@ class AugmentOptions:
     colour_jitter: float | None = None
     min_visibility: float | None = None
     min_box_size: float | None = None
+    colour_float: bool = False
+    box_clip: Literal["canvas", "paper"] = "canvas"
+
+
+def per_device_batch(total_batch: int, devices: int, accumulate: int = 1) -> int:
+    """The per-device batch that brings ``devices x accumulate`` (devices counted over every node) closest to
+    ``total_batch``: ``round(total_batch / (devices x accumulate))``, at least 1 (DDP needs equal per-device
+    batches, so the total can differ a little: 114 on 4 devices is 4 x 28 = 112)."""
+    return max(1, round(total_batch / (devices * accumulate)))
 
 
 def check_data_options(input_size: int, eval_size: int | str | None, batch_size: int, num_workers: int,
-                       val_fraction: float, num_train: int, num_val: int, augment: AugmentOptions) -> None:
+                       val_fraction: float, num_train: int, num_val: int, augment: AugmentOptions,
+                       total_batch: int | None = None) -> None:
     """Refuse a ``--data.*`` option out of its range (:class:`OptionError` naming the flag and the range)."""
     def need(ok: bool, flag: str, value, wanted: str) -> None:
         if not ok:
@@ -94,6 +109,7 @@ def check_data_options(input_size: int, eval_size: int | str | None, batch_size:
             need(isinstance(value, int) and value >= 32 and value % 32 == 0, flag, value,
                  "a positive multiple of 32 (the network's largest stride)")
     need(batch_size >= 1, "batch_size", batch_size, "at least 1")
+    need(total_batch is None or total_batch >= 1, "total_batch", total_batch, "at least 1 (or null)")
     need(num_workers >= 0, "num_workers", num_workers, "0 (load in the main process) or more")
     need(0 < val_fraction < 1, "val_fraction", val_fraction, "between 0 and 1")
     need(num_train >= 1 and num_val >= 1, "num_train/num_val", f"{num_train}/{num_val}", "at least 1")
@@ -142,7 +158,12 @@ class DetectionDataModule(pl.LightningDataModule):
         input_size: side of the square training input, in pixels (a multiple of 32).
         eval_size: side of the validation letterbox; ``None`` keeps the original resolution padded to a multiple
             of 32; ``"input"`` uses ``input_size``.
-        batch_size: images per batch (training and validation).
+        batch_size: images per batch and device (training and validation).
+        total_batch: the training batch summed over every device and gradient accumulation step; when set, each
+            device trains on ``round(total_batch / (devices x nodes x accumulate_grad_batches))`` images
+            (:func:`per_device_batch`) instead of ``batch_size`` (validation keeps ``batch_size``), one line says
+            the total chosen, and ``model.optim.lr_batch_size`` scales the learning rate to that total.
+        drop_last: the training loader leaves out each epoch's last, incomplete batch (as the paper's code does).
         num_workers: DataLoader worker processes (0 loads in the main process).
         seed: seed of the shuffling and augmentation streams (and of the synthetic data).
         augment: the training augmentation, an :class:`AugmentOptions` (or a dict of its fields).
@@ -163,7 +184,8 @@ class DetectionDataModule(pl.LightningDataModule):
                  input_size: int = 256,
                  eval_size: int | Literal["input"] | None = "input", batch_size: int = 16, num_workers: int = 2,
                  seed: int = 0, augment: AugmentOptions = AugmentOptions(), num_train: int = 400,
-                 num_val: int = 100, allow_outside_images: bool = False):
+                 num_val: int = 100, allow_outside_images: bool = False, total_batch: int | None = None,
+                 drop_last: bool = False):
         super().__init__()
         if dataset not in ("synthetic", "coco", "voc", "yolo"):
             raise ValueError(f"dataset must be 'synthetic', 'coco', 'voc' or 'yolo', got {dataset!r}")
@@ -176,7 +198,7 @@ class DetectionDataModule(pl.LightningDataModule):
                              "validation split is held out of it)")
         self.augment = AugmentOptions(**augment) if isinstance(augment, dict) else augment
         check_data_options(input_size, eval_size, batch_size, num_workers, val_fraction, num_train, num_val,
-                           self.augment)
+                           self.augment, total_batch)
         augment = dataclasses.asdict(self.augment)  # the hparams hold plain values: checkpoints load weights_only
         self.save_hyperparameters()
         self.eval_size = input_size if eval_size == "input" else eval_size
@@ -230,8 +252,9 @@ class DetectionDataModule(pl.LightningDataModule):
         visibility = aug.min_visibility if aug.min_visibility is not None else 0.0
         box_size = aug.min_box_size if aug.min_box_size is not None else 0.0
         if paper:
+            margin = PAPER_CLIP_MARGIN if aug.box_clip == "paper" else 0.0
             return CropTrainTransform(hp.input_size, tuple(aug.crop_scales), aug.flip_prob, colour, aug.lighting,
-                                      visibility, box_size, hp.seed)
+                                      visibility, box_size, hp.seed, aug.colour_float, margin)
         if aug.kind != "resize":
             raise ValueError(f"augment.kind must be 'paper' or 'resize', got {aug.kind!r}")
         return TrainTransform(hp.input_size, tuple(aug.scale_range), aug.flip_prob, colour, visibility, box_size,
@@ -239,16 +262,31 @@ class DetectionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer is not None else 0
-        return self._loader(self.train_dataset, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.hparams.seed + rank))
+        return self._loader(self.train_dataset, shuffle=True, batch_size=self.train_batch_size(),
+                            generator=torch.Generator().manual_seed(self.hparams.seed + rank),
+                            drop_last=self.hparams.drop_last)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False, generator=None)
+        return self._loader(self.val_dataset, shuffle=False, batch_size=self.hparams.batch_size, generator=None)
 
-    def _loader(self, dataset: DetectionDataset, shuffle: bool, generator: torch.Generator | None) -> DataLoader:
+    def train_batch_size(self) -> int:
+        """``batch_size``, or with ``total_batch`` the per-device batch nearest it on this trainer's devices (said
+        in one line)."""
+        total = self.hparams.total_batch
+        if not total:
+            return self.hparams.batch_size
+        devices = self.trainer.world_size if self.trainer is not None else 1
+        accumulate = self.trainer.accumulate_grad_batches if self.trainer is not None else 1
+        batch = per_device_batch(total, devices, accumulate)
+        rank_zero_info(f"batch: {batch} per device x {devices} devices x {accumulate} accumulated = "
+                       f"{batch * devices * accumulate} images per step (--data.total_batch {total})")
+        return batch
+
+    def _loader(self, dataset: DetectionDataset, shuffle: bool, batch_size: int, generator: torch.Generator | None,
+                drop_last: bool = False) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, num_workers=workers,
-                          collate_fn=collate_detection, pin_memory=torch.cuda.is_available(),
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                          collate_fn=collate_detection, pin_memory=torch.cuda.is_available(), drop_last=drop_last,
                           persistent_workers=workers > 0, worker_init_fn=seed_worker, generator=generator)
 
     @property

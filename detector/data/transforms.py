@@ -16,6 +16,10 @@ Two train transforms:
   pixels inside the image, warped to ``S x S`` (so a zoom of ``1 / s`` relative to the letterbox), flipped with
   ``flip_prob``; brightness, contrast and saturation jitter of +-0.4 in random order, then PCA lighting
   (``PAPER_LIGHTING``). By default every box that keeps a positive area after clipping to the canvas is a target.
+  Two switches make it the paper's code to the letter (the paper configs set both): ``colour_float`` keeps the
+  colour-augmented image in float32, neither clipped to 0..255 nor rounded (by default it is stored as uint8), and
+  ``clip_margin=PAPER_CLIP_MARGIN`` clips boxes to ``S - 4`` input pixels, the left edge of the last stride-4 output
+  cell (the paper's code clips to ``output_w - 1`` cells; by default boxes are clipped to the canvas ``S``).
 - :class:`TrainTransform` (``augmentation: resize``), described below.
 
 ``TrainTransform`` geometry: the longer side is resized to ``S * scale`` (``scale`` uniform in ``scale_range``, in
@@ -99,6 +103,7 @@ class TrainTransform:
 
 
 PAPER_CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)  # crop side / longer image side
+PAPER_CLIP_MARGIN = 4.0  # the paper's code clips boxes to output cell w - 1: one stride-4 cell inside the canvas
 PAPER_BORDER = 128  # the crop centre keeps this far from the image edges (halved until it fits, paper_border)
 # PCA lighting of the paper's code: alpha ~ N(0, 0.1) per component, shift = eigvec @ (eigval * alpha) in [0, 1] units,
 # added to the channels in the order that code stores them (B, G, R)
@@ -128,16 +133,21 @@ class CropTrainTransform:
         min_visibility: smallest kept fraction of a box's area after cropping (the paper: 0, keep all).
         min_box_size: smallest kept width and height in input pixels (the paper: 0, any positive size).
         seed: seed of the augmentation stream (DataLoader workers reseed with :meth:`set_random_seed`).
+        colour_float: the image comes out float32 (0..255 scale, unclipped, unrounded, as the paper's code keeps
+            it) instead of uint8.
+        clip_margin: boxes are clipped to ``[0, size - clip_margin]`` (``PAPER_CLIP_MARGIN``: the paper's code).
     """
 
     def __init__(self, size: int, scales: tuple[float, ...] = PAPER_CROP_SCALES, flip_prob: float = 0.5,
                  colour_jitter: float = 0.4, lighting_std: float = PAPER_LIGHTING_STD, min_visibility: float = 0.0,
-                 min_box_size: float = 0.0, seed: int | None = None):
+                 min_box_size: float = 0.0, seed: int | None = None, colour_float: bool = False,
+                 clip_margin: float = 0.0):
         if not scales or min(scales) <= 0:
             raise ValueError(f"crop scales must be positive, got {scales}")
         self.size, self.scales, self.flip_prob = size, tuple(scales), flip_prob
         self.colour_jitter, self.lighting_std = colour_jitter, lighting_std
         self.min_visibility, self.min_box_size = min_visibility, min_box_size
+        self.colour_float, self.clip_margin = colour_float, clip_margin
         self.set_random_seed(seed)
 
     def set_random_seed(self, seed: int | None) -> None:
@@ -180,7 +190,7 @@ class CropTrainTransform:
         placed = boxes * scale + np.array([shift[0], shift[1], shift[0], shift[1]], dtype=np.float32)
         if flip:
             placed = np.stack([self.size - placed[:, 2], placed[:, 1], self.size - placed[:, 0], placed[:, 3]], 1)
-        clipped = placed.clip(0, self.size)
+        clipped = placed.clip(0, self.size - self.clip_margin)
         size = clipped[:, 2:] - clipped[:, :2]
         full = (placed[:, 2:] - placed[:, :2]).prod(1)
         keep = (size > 0).all(1) & (size >= self.min_box_size).all(1)
@@ -188,12 +198,14 @@ class CropTrainTransform:
         return clipped, keep
 
     def colour(self, image: np.ndarray) -> np.ndarray:
-        """Brightness, contrast, saturation (random order, +-``colour_jitter``), then PCA lighting; uint8 RGB."""
+        """Brightness, contrast, saturation (random order, +-``colour_jitter``), then PCA lighting; RGB uint8 (clipped
+        and rounded), or float32 as computed with ``colour_float``."""
         if self.colour_jitter <= 0 and self.lighting_std <= 0:
-            return image
+            return image.astype(np.float32) if self.colour_float else image
         out = image.astype(np.float32)
         if self.colour_jitter > 0:
-            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)  # from the image before jitter
+            before = out if self.colour_float else image  # float as the paper's code, or uint8 (a rounded grey)
+            grey = cv2.cvtColor(before, cv2.COLOR_RGB2GRAY).astype(np.float32)
             grey_mean = float(grey.mean())
             for step in self.rng.permutation(3):
                 alpha = 1 + self.rng.uniform(-self.colour_jitter, self.colour_jitter)
@@ -206,7 +218,7 @@ class CropTrainTransform:
         if self.lighting_std > 0:
             alpha = self.rng.normal(0.0, self.lighting_std, 3).astype(np.float32)
             out += 255 * (PAPER_EIGVEC @ (PAPER_EIGVAL * alpha))[::-1]  # B, G, R order -> our R, G, B
-        return np.rint(out.clip(0, 255)).astype(np.uint8)
+        return out if self.colour_float else np.rint(out.clip(0, 255)).astype(np.uint8)
 
 
 def warp(image: np.ndarray, scale: float, shift: tuple[float, float], size: int) -> np.ndarray:
@@ -243,8 +255,9 @@ class EvalTransform:
 def collate_detection(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack transformed samples into the batch contract (B samples, Nmax objects, Mmax crowd boxes):
 
-    ``images`` uint8 ``[B, 3, H, W]`` (H, W the batch's largest; smaller images padded bottom/right with
-    ``PAD_VALUE``, exact for the top-left letterbox), ``boxes`` float32 ``[B, Nmax, 4]`` xyxy input pixels,
+    ``images`` uint8 ``[B, 3, H, W]`` (float32 from ``CropTrainTransform(colour_float=True)``; H, W the batch's
+    largest; smaller images padded bottom/right with ``PAD_VALUE``, exact for the top-left letterbox), ``boxes``
+    float32 ``[B, Nmax, 4]`` xyxy input pixels,
     ``labels`` int64 ``[B, Nmax]``, ``mask`` bool ``[B, Nmax]`` (True for real objects), ``image_ids`` int64 ``[B]``,
     ``meta`` float32 ``[B, 4]``, ``crowd_boxes`` float32 ``[B, Mmax, 4]``, ``crowd_mask`` bool ``[B, Mmax]``.
     Padding rows hold zeros. Nmax and Mmax may be 0.
@@ -265,14 +278,16 @@ def collate_detection(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def _pad_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """``[3, H_i, W_i]`` uint8 -> ``[B, 3, H, W]`` uint8, each image at the top-left, the rest ``PAD_VALUE``.
+    """``[3, H_i, W_i]`` uint8 (or float32) -> ``[B, 3, H, W]`` of that dtype, each image at the top-left, the rest
+    ``PAD_VALUE``.
 
     Copies with NumPy: torch's multi-threaded copy of large uint8 tensors is many times slower on a busy CPU.
     """
     height = max(image.shape[1] for image in images)
     width = max(image.shape[2] for image in images)
-    batch = np.empty((len(images), 3, height, width), dtype=np.uint8)
-    batch[:] = np.array(PAD_VALUE, dtype=np.uint8)[None, :, None, None]
+    dtype = images[0].numpy().dtype
+    batch = np.empty((len(images), 3, height, width), dtype=dtype)
+    batch[:] = np.array(PAD_VALUE, dtype=dtype)[None, :, None, None]
     for i, image in enumerate(images):
         batch[i, :, :image.shape[1], :image.shape[2]] = image.numpy()
     return torch.from_numpy(batch)

@@ -8,7 +8,7 @@ from torch import nn
 
 from detector.model.backbone import ResNet18Backbone, Weights
 from detector.model.head import CenterNetHead
-from detector.model.neck import NECKS
+from detector.model.neck import NECKS, UpconvInit
 
 NeckName = Literal["lean", "deconv", "dcn"]
 
@@ -31,9 +31,13 @@ class CenterNet(nn.Module):
             and bilinear-initialised transposed convolutions of 256, 128, 64 channels, full 3x3 heads).
         weights: backbone weights: ``"imagenet"``, ``None`` (random init) or a local ``.pth`` path.
         head_channels: hidden width of each head's 3x3 convolution.
+        upconv_init: ``dcn`` only: how its up-convolutions start, ``diagonal`` (each channel upsampled bilinearly on
+            its own, the default) or ``official`` (the paper's code: the bilinear kernel into output channel 0 only,
+            the rest random); ``detector.model.neck.init_bilinear``.
     """
 
-    def __init__(self, num_classes: int, neck: NeckName = "lean", weights: Weights = None, head_channels: int = 64):
+    def __init__(self, num_classes: int, neck: NeckName = "lean", weights: Weights = None, head_channels: int = 64,
+                 upconv_init: UpconvInit = "diagonal"):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
@@ -41,7 +45,7 @@ class CenterNet(nn.Module):
             raise ValueError(f"unknown neck {neck!r}; choose one of {sorted(NECKS)}")
         self.num_classes = num_classes
         self.backbone = ResNet18Backbone(weights)
-        self.neck = NECKS[neck](self.backbone.channels)
+        self.neck = NECKS[neck](self.backbone.channels, **({"upconv_init": upconv_init} if neck == "dcn" else {}))
         self.head = CenterNetHead(self.neck.out_channels, num_classes, head_channels,
                                   separable=self.neck.separable_heads, regression_init=self.neck.regression_init)
         self.stride = self.backbone.strides[0]

@@ -6,7 +6,10 @@
   the stride-32 map, each a 3x3 modulated deformable convolution (DCNv2, ``ModulatedDeformConv2d``) to the stage's
   width, BatchNorm, ReLU, then a 4x4 stride-2 transposed convolution initialised as bilinear upsampling,
   BatchNorm, ReLU; widths 256, 128, 64, so it ends with 64 channels at stride 4. Built on torchvision's
-  ``DeformConv2d`` (no compiled extension of our own).
+  ``DeformConv2d`` (no compiled extension of our own), computed in float32 under autocast too (as the paper's code
+  ran it). The up-convolutions' start (``upconv_init``): ``diagonal`` (ours, the default: each channel upsampled on
+  its own) or ``official`` (the paper's code: the bilinear kernel from every input channel into output channel 0,
+  the other output channels left at PyTorch's random init).
 - ``LeanNeck`` (the default): a top-down path with lateral connections from the stride 16, 8 and 4 maps. At each
   step the coarser map is projected to the finer level's width with a 1x1 convolution *before* the 2x upsampling
   (the cheap side), added to a 1x1 lateral projection of the backbone map, and smoothed by a 3x3 convolution.
@@ -14,6 +17,8 @@
   level carries 64 channels instead of 256.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from torch import nn
@@ -80,12 +85,25 @@ def bilinear_kernel(size: int) -> torch.Tensor:
     return taps[:, None] * taps[None, :]
 
 
-def init_bilinear(up: nn.ConvTranspose2d) -> None:
-    """Make ``up`` (``C -> C`` channels, ungrouped) upsample each channel bilinearly on its own: the kernel from
-    input channel c to output channel c is ``bilinear_kernel``, every other kernel is zero."""
+UpconvInit = Literal["diagonal", "official"]
+
+
+def init_bilinear(up: nn.ConvTranspose2d, fill: UpconvInit = "diagonal") -> None:
+    """Start ``up`` (``C -> C`` channels, ungrouped) as bilinear upsampling.
+
+    ``diagonal``: each channel upsampled on its own (the kernel from input channel c to output channel c is
+    ``bilinear_kernel``, every other kernel zero). ``official``: as the paper's code, the kernel from every input
+    channel into output channel 0 (``weight[:, 0]``), every other kernel left as ``up`` was initialised.
+    """
     C, size = up.out_channels, up.kernel_size[0]
-    weight = torch.zeros_like(up.weight)  # [C_in, C_out, size, size]
-    weight[range(C), range(C)] = bilinear_kernel(size).to(weight)
+    kernel = bilinear_kernel(size).to(up.weight)
+    if fill not in ("diagonal", "official"):
+        raise ValueError(f"upconv_init must be 'diagonal' or 'official', got {fill!r}")
+    weight = torch.zeros_like(up.weight) if fill == "diagonal" else up.weight.detach().clone()  # [C_in, C_out, k, k]
+    if fill == "diagonal":
+        weight[range(C), range(C)] = kernel
+    else:
+        weight[:, 0] = kernel
     with torch.no_grad():
         up.weight.copy_(weight)
 
@@ -109,15 +127,31 @@ class ModulatedDeformConv2d(DeformConv2d):
         nn.init.zeros_(self.offset_mask.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Always in float32, autocast or not (torchvision's CPU kernel has no bf16/fp16; the paper's ran in fp32);
+        the output in ``x``'s dtype."""
+        if torch.jit.is_scripting():  # TorchScript has no autocast
+            return self._fp32(x)
+        return self._autocast_off(x)
+
+    @torch.jit.unused
+    def _autocast_off(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):  # (a traced export: no autocast context in the graph)
+            return self._fp32(x).to(x.dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            return self._fp32(x).to(x.dtype)
+
+    def _fp32(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
         offset, mask = self.offset_mask(x).split([18, 9], dim=1)  # [B, 18, h, w], [B, 9, h, w]
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
+        bias = None if self.bias is None else self.bias.float()
+        return deform_conv2d(x, offset, self.weight.float(), bias, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask.sigmoid())
 
 
-def dcn_stage(in_channels: int, channels: int) -> list[nn.Module]:
+def dcn_stage(in_channels: int, channels: int, upconv_init: UpconvInit = "diagonal") -> list[nn.Module]:
     """Deformable 3x3 conv, BN, ReLU, then bilinear-initialised 2x transposed conv, BN, ReLU."""
     up = nn.ConvTranspose2d(channels, channels, kernel_size=4, stride=2, padding=1, bias=False)
-    init_bilinear(up)
+    init_bilinear(up, upconv_init)
     return [ModulatedDeformConv2d(in_channels, channels), nn.BatchNorm2d(channels), nn.ReLU(inplace=True),
             up, nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
 
@@ -125,10 +159,12 @@ def dcn_stage(in_channels: int, channels: int) -> list[nn.Module]:
 class DCNNeck(nn.Module):
     separable_heads = False  # the paper's heads
     regression_init = "all"  # the paper's code: N(0, 0.001) on every conv of the offset and size heads
-    def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, ...] = (256, 128, 64)):
+    def __init__(self, in_channels: tuple[int, ...], widths: tuple[int, ...] = (256, 128, 64),
+                 upconv_init: UpconvInit = "diagonal"):
         super().__init__()
         coarse = [in_channels[-1], *widths[:-1]]
-        self.layers = nn.Sequential(*[layer for c, w in zip(coarse, widths) for layer in dcn_stage(c, w)])
+        stages = [dcn_stage(c, w, upconv_init) for c, w in zip(coarse, widths)]
+        self.layers = nn.Sequential(*[layer for stage in stages for layer in stage])
         self.out_channels = widths[-1]
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ from detector.inference.pipeline import forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
+from detector.model.neck import UpconvInit
 from detector.plots import TRAIN_LOSSES
 from detector.targets import RadiusRule, encode, ignore_regions
 from detector.training.schedule import check_schedule, lr_factor, training_steps
@@ -96,6 +97,9 @@ class CenterNetModule(pl.LightningModule):
         nonfinite_limit: a step whose loss is NaN or infinite is skipped (zero gradient) with a warning and
             counted; after this many such steps in a row training stops with an error.
         voc07: validation also computes the VOC07 mAP (linked from the data by the training run: true on VOC).
+        upconv_init: ``dcn`` only, how its up-convolutions start: ``diagonal`` (ours, the default: each channel
+            upsampled bilinearly on its own) or ``official`` (the paper's code: the bilinear kernel into output
+            channel 0 only, the rest random; the paper configs). A checkpoint's weights replace either.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class CenterNetModule(pl.LightningModule):
         init_from: str | None = None,
         nonfinite_limit: int = 20,
         voc07: bool = False,
+        upconv_init: UpconvInit = "diagonal",
     ):
         super().__init__()
         self.optim = OptimOptions(**optim) if isinstance(optim, dict) else optim
@@ -126,7 +131,7 @@ class CenterNetModule(pl.LightningModule):
         self.category_ids = list(category_ids) if category_ids else list(range(num_classes))
         self.model = build_model(ModelDescription(
             num_classes=num_classes, class_names=self.class_names, category_ids=self.category_ids,
-            input_size=input_size, neck=neck, head_channels=head_channels), weights=weights)
+            input_size=input_size, neck=neck, head_channels=head_channels), weights=weights, upconv_init=upconv_init)
         if init_from:
             self._init_from(init_from)
         self.criterion = CenterNetLoss()
