@@ -169,12 +169,14 @@ class StubDetector:
 
 
 class RecordingSink:
-    """A sink keeping the first pixel of each frame written; ``fail_at``: the write that raises."""
+    """A sink keeping the first pixel of each frame written; ``fail_at``: the write that raises; ``delay``: seconds
+    per write (a slow disk: frames wait in the queue)."""
 
-    def __init__(self, fail_at=None):
-        self.written, self.fail_at, self.closed = [], fail_at, False
+    def __init__(self, fail_at=None, delay=0.0):
+        self.written, self.fail_at, self.delay, self.closed = [], fail_at, delay, False
 
     def write(self, name, image):
+        time.sleep(self.delay)
         if len(self.written) == self.fail_at:
             raise DemoError("cannot write video out.mp4 (the disk is full)")
         self.written.append(int(image[0, 0, 0]))
@@ -229,21 +231,25 @@ def test_threaded_and_sequential_loops_write_the_same_video_json_and_labels(chec
 def test_a_file_is_read_at_most_a_few_frames_ahead_and_every_frame_kept_in_order():
     source = ListSource(1000)
     reader = FrameReader(source)
-    wait_until(reader.queue.full)
-    time.sleep(0.05)  # an unbounded reader would read on meanwhile
-    assert source.read <= READ_AHEAD + 1  # the queue's frames and the one waiting for room
-    assert [frame.frame for frame in reader] == list(range(1000))
-    reader.close()
+    try:
+        wait_until(reader.queue.full)
+        time.sleep(0.05)  # an unbounded reader would read on meanwhile
+        assert source.read <= READ_AHEAD + 1  # the queue's frames and the one waiting for room
+        assert [frame.frame for frame in reader] == list(range(1000))
+    finally:
+        reader.close()
     assert source.closed and not demo_threads()
 
 
 def test_a_camera_keeps_only_its_newest_frame_and_counts_the_stale_ones():
     source = ListSource(50, live=True)
     reader = FrameReader(source)
-    wait_until(lambda: reader.dropped == 49)  # all read before the loop takes one: 49 replaced by a newer frame
-    assert reader.queue.maxsize == 1
-    assert [frame.frame for frame in reader] == [49] and reader.dropped == 49
-    reader.close()
+    try:
+        wait_until(lambda: reader.dropped == 49)  # all read before the loop takes one: 49 replaced by newer frames
+        assert reader.queue.maxsize == 1
+        assert [frame.frame for frame in reader] == [49] and reader.dropped == 49
+    finally:
+        reader.close()
     report = run_demo(StubDetector(), ListSource(50, live=True), RecordingSink())
     assert report.frames + report.dropped == 50
 
@@ -293,7 +299,7 @@ def test_quitting_writes_every_frame_shown_and_stops_both_threads(monkeypatch):
             pass
 
     monkeypatch.setattr("detector.demo.loop.open_window", lambda show: Window())
-    source, sink = ListSource(100), RecordingSink()
+    source, sink = ListSource(100), RecordingSink(delay=0.05)  # frames still queued when q is pressed
     report = run_demo(StubDetector(), source, sink, DemoOptions(show=True))
     assert report.stopped == "quit" and report.frames == 3
     assert sink.written == [0, 1, 2] and sink.closed and source.closed and not demo_threads()
