@@ -168,7 +168,7 @@ class FrameReader:
 
     def __init__(self, source: ImageSource | VideoSource, ahead: int = READ_AHEAD):
         self.source = source
-        self.live = bool(source.live)
+        self.live = bool(getattr(source, "live", False))
         self.queue: queue.Queue = queue.Queue(maxsize=1 if self.live else ahead)
         self.dropped = 0
         self.stopping = threading.Event()
