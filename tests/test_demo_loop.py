@@ -1,8 +1,12 @@
 """The demo's loop (``detector/demo/loop.py``): tools/demo.py on a video, a folder, bad sources and outputs; Ctrl-C;
-the headless check."""
+the headless check; frames read and written in threads (the same outputs as in sequence, bounded queues, a camera's
+newest frame, errors of either thread reaching the user, q)."""
+import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -15,11 +19,13 @@ from helpers.commands import InterruptAt, run_demo_tool
 from helpers.images import make_image, write_video
 
 from detector import Detector
-from detector.demo.loop import HEADLESS_FIX, DemoOptions, display_problem, open_window, run_demo
-from detector.demo.outputs import open_sink
+from detector.cli import run
+from detector.demo.loop import (HEADLESS_FIX, READ_AHEAD, DemoOptions, FrameReader, display_problem, open_window,
+                                run_demo)
+from detector.demo.outputs import open_results, open_sink
 from detector.errors import DemoError
-from detector.inference.sources import open_source
-from detector.detections import Detections
+from detector.inference.sources import Frame, VideoSource, open_source
+from detector.detections import Detections, FrameResult
 from detector.visualize import class_color, draw_detections, heatmap_overlay, prediction_grid
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,3 +130,176 @@ def test_headless_opencv_and_missing_display_are_explained(monkeypatch):
     if "GUI:                           NONE" not in cv2.getBuildInformation():
         assert "DISPLAY" in display_problem()
     assert open_window(show=False) is None
+
+
+# reading and writing in threads -------------------------------------------------------------------------------------
+
+class ListSource:
+    """A source of ``count`` tiny frames (``live``: as a webcam), counting the frames read and whether it was closed;
+    ``fail_at``: a frame index at which reading raises (as a reader that breaks)."""
+
+    wait_ms, skipped, left_out = 1, 0, 0
+
+    def __init__(self, count, live=False, fail_at=None):
+        self.count, self.live, self.fail_at = count, live, fail_at
+        self.length = None if live else count
+        self.read = 0
+        self.closed = False
+
+    def __iter__(self):
+        for index in range(self.count):
+            if index == self.fail_at:
+                raise DemoError(f"cannot read frame {index} of the test source; check the cable")
+            self.read += 1
+            yield Frame(np.full((8, 8, 3), index % 256, dtype=np.uint8), index, "clip.mp4", index, f"clip_{index:06d}")
+
+    def close(self):
+        self.closed = True
+
+
+class StubDetector:
+    """No network: no detections, so a loop over tiny frames takes milliseconds."""
+
+    input_size = 8
+
+    def predict_frame(self, image, *args, **kwargs):
+        empty = Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                           np.zeros(0, str))
+        return FrameResult(empty, None, {"preprocess": 0.0, "model": 0.0, "decode": 0.0})
+
+
+class RecordingSink:
+    """A sink keeping the first pixel of each frame written; ``fail_at``: the write that raises; ``delay``: seconds
+    per write (a slow disk: frames wait in the queue)."""
+
+    def __init__(self, fail_at=None, delay=0.0):
+        self.written, self.fail_at, self.delay, self.closed = [], fail_at, delay, False
+
+    def write(self, name, image):
+        time.sleep(self.delay)
+        if len(self.written) == self.fail_at:
+            raise DemoError("cannot write video out.mp4 (the disk is full)")
+        self.written.append(int(image[0, 0, 0]))
+
+    def close(self):
+        self.closed = True
+
+
+def demo_threads():
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("demo-")]
+
+
+def wait_until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def read_frames(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while (frame := capture.read())[0]:
+        frames.append(frame[1])
+    capture.release()
+    return frames
+
+
+def test_threaded_and_sequential_loops_write_the_same_video_json_and_labels(checkpoint, tmp_path):
+    detector = Detector.from_checkpoint(checkpoint)
+    video = write_video(tmp_path / "in.mp4", frames=6)
+    for threads in (True, False):
+        out = tmp_path / str(threads)
+        source = open_source(str(video))
+        results = open_results(source, out / "r.json", out / "labels", detector.category_ids)
+        report = run_demo(detector, source, open_sink(out / "out.mp4", source), DemoOptions(), results,
+                          threads=threads)
+        assert report.frames == 6 and not demo_threads()
+    threaded, sequential = read_frames(tmp_path / "True" / "out.mp4"), read_frames(tmp_path / "False" / "out.mp4")
+    assert len(threaded) == len(sequential) == 6
+    for a, b in zip(threaded, sequential):
+        np.testing.assert_array_equal(a, b)
+    entries = json.loads((tmp_path / "True" / "r.json").read_text())
+    assert entries and entries == json.loads((tmp_path / "False" / "r.json").read_text())
+    assert [e["frame"] for e in entries] == sorted(e["frame"] for e in entries)  # in frame order
+    labels = sorted((tmp_path / "True" / "labels").iterdir())
+    assert [p.name for p in labels] == sorted(p.name for p in (tmp_path / "False" / "labels").iterdir())
+    assert len(labels) == 6
+    assert all(p.read_text() == (tmp_path / "False" / "labels" / p.name).read_text() for p in labels)
+
+
+def test_a_file_is_read_at_most_a_few_frames_ahead_and_every_frame_kept_in_order():
+    source = ListSource(1000)
+    reader = FrameReader(source)
+    try:
+        wait_until(reader.queue.full)
+        time.sleep(0.05)  # an unbounded reader would read on meanwhile
+        assert source.read <= READ_AHEAD + 1  # the queue's frames and the one waiting for room
+        assert [frame.frame for frame in reader] == list(range(1000))
+    finally:
+        reader.close()
+    assert source.closed and not demo_threads()
+
+
+def test_a_camera_keeps_only_its_newest_frame_and_counts_the_stale_ones():
+    source = ListSource(50, live=True)
+    reader = FrameReader(source)
+    try:
+        wait_until(lambda: reader.dropped == 49)  # all read before the loop takes one: 49 replaced by newer frames
+        assert reader.queue.maxsize == 1
+        assert [frame.frame for frame in reader] == [49] and reader.dropped == 49
+    finally:
+        reader.close()
+    report = run_demo(StubDetector(), ListSource(50, live=True), RecordingSink())
+    assert report.frames + report.dropped == 50
+
+
+def test_an_error_of_the_reader_stops_the_loop_after_the_frames_before_it():
+    source, sink = ListSource(10, fail_at=3), RecordingSink()
+    with pytest.raises(DemoError, match="cannot read frame 3 of the test source"):
+        run_demo(StubDetector(), source, sink)
+    assert sink.written == [0, 1, 2] and sink.closed and source.closed and not demo_threads()
+
+
+def test_an_error_of_the_reader_reaches_the_user_as_one_error_line(checkpoint, tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "in.mp4", frames=6)
+    frames = VideoSource.__iter__
+
+    def breaking(self):
+        for frame in frames(self):
+            if frame.frame == 2:
+                raise DemoError(f"cannot decode frame 2 of {self.name}; re-encode the video")
+            yield frame
+
+    monkeypatch.setattr(VideoSource, "__iter__", breaking)
+    code = run("demo", ["--no-show", "--threads", "1", "--checkpoint", str(checkpoint), "--source", str(video),
+                        "--output", str(tmp_path / "out.mp4")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "%|" not in line]
+    assert code == 1 and err == [f"error: cannot decode frame 2 of video {video}; re-encode the video"]
+    assert read_video(tmp_path / "out.mp4")[0] == 2 and not demo_threads()
+
+
+def test_an_error_of_the_writer_stops_the_loop_and_reaches_the_caller():
+    source, sink = ListSource(100), RecordingSink(fail_at=2)
+    with pytest.raises(DemoError, match="cannot write video out.mp4"):
+        run_demo(StubDetector(), source, sink)
+    assert sink.written == [0, 1] and sink.closed and source.closed and not demo_threads()
+    assert source.read < 100  # stopped, not run to the end
+
+
+def test_quitting_writes_every_frame_shown_and_stops_both_threads(monkeypatch):
+    class Window:
+        shown = 0
+
+        def show(self, image, wait_ms):
+            self.shown += 1
+            return self.shown < 3  # q on the third frame
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("detector.demo.loop.open_window", lambda show: Window())
+    source, sink = ListSource(100), RecordingSink(delay=0.05)  # frames still queued when q is pressed
+    report = run_demo(StubDetector(), source, sink, DemoOptions(show=True))
+    assert report.stopped == "quit" and report.frames == 3
+    assert sink.written == [0, 1, 2] and sink.closed and source.closed and not demo_threads()
