@@ -10,7 +10,6 @@ import json
 
 from helpers.checkpoints import CLASS_NAMES, INPUT_SIZE, make_checkpoint
 from helpers.images import make_image
-from helpers.checkpoints import make_checkpoint
 
 from detector import Detector
 from detector.checkpoint import CheckpointError
@@ -222,9 +221,16 @@ def test_video_frames_are_named_by_index(detector, tmp_path):
     for i in range(5):
         writer.write(cv2.cvtColor(make_image(48, 64, seed=i), cv2.COLOR_RGB2BGR))
     writer.release()
-    results = list(detector.predict_many(path, batch_size=2))
+    results = list(detector.predict_many(path, batch_size=2, conf=0.01))
     assert [r.name for r in results] == [0, 1, 2, 3, 4]
-    assert all(isinstance(r.detections, Detections) for r in results)
+    assert all(isinstance(r.detections, Detections) and len(r.detections) for r in results)
+    # each result is that frame's: the frames decoded here, in order, each predicted alone
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while (frame := capture.read()[1]) is not None:
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    assert len(frames) == 5 and len({frame.tobytes() for frame in frames}) == 5
+    for frame, result in zip(frames, results):
+        assert_same_detections(result.detections, detector.predict(frame, conf=0.01))
 
 
 def test_single_image_file_and_array(detector, tmp_path):
