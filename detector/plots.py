@@ -167,7 +167,13 @@ def pyplot():
 
 
 def plot_pr_curves(curves: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Precision against recall at IoU 0.5: one thin line per class with ground truth, the mean in bold.
+    """Draw :func:`pr_figure` into ``path``; returns it."""
+    return _save(pyplot(), pr_figure(curves), path)
+
+
+def pr_figure(curves: dict[str, np.ndarray]):
+    """Precision against recall at IoU 0.5: one thin line per class with ground truth, the mean in bold (the caller
+    saves and closes it).
 
     ``curves``: class name -> ``[R]`` precision at ``R`` evenly spaced recalls from 0 to 1 (``CocoResult.pr50``)."""
     plt = pyplot()
@@ -188,13 +194,18 @@ def plot_pr_curves(curves: dict[str, np.ndarray], path: str | Path) -> Path:
         if len(scored) > MAX_LEGEND_CLASSES:
             handles, labels = handles[-1:], labels[-1:]
         axis.legend(handles, labels, loc="lower left", fontsize=8)
-    return _save(plt, figure, path)
+    return figure
 
 
 def plot_confusion_matrix(matrix: ConfusionMatrix, path: str | Path) -> Path:
+    """Draw :func:`confusion_figure` into ``path``; returns it."""
+    return _save(pyplot(), confusion_figure(matrix), path)
+
+
+def confusion_figure(matrix: ConfusionMatrix):
     """The counts as a grid coloured by each row's fraction (what became of each ground-truth class's objects;
     the background row by its share of all false positives), with the counts written in when there are few
-    classes."""
+    classes (the caller saves and closes it)."""
     plt = pyplot()
     counts = matrix.counts
     size = counts.shape[0]
@@ -213,7 +224,7 @@ def plot_confusion_matrix(matrix: ConfusionMatrix, path: str | Path) -> Path:
             if count:
                 axis.text(column, row, str(count), ha="center", va="center", fontsize=9,
                           color="white" if fractions[row, column] > 0.5 else "black")
-    return _save(plt, figure, path)
+    return figure
 
 
 def _save(plt, figure, path: str | Path) -> Path:

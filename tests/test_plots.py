@@ -17,8 +17,8 @@ from helpers.datasets import annotation, det, make_coco
 
 from detector.confusion import confusion_matrix
 from detector.evaluation import coco_evaluate
-from detector.plots import (RESULTS_COLUMNS, append_results_row, drop_results_from, mean_pr_curve, plot_results,
-                            results_figure, results_row)
+from detector.plots import (RESULTS_COLUMNS, append_results_row, confusion_figure, drop_results_from, mean_pr_curve,
+                            plot_results, pr_figure, pyplot, results_figure, results_row)
 from detector.plots import read_results as read_results_csv
 
 CAT, DOG = 3, 17  # dataset category ids of labels 0 and 1
@@ -90,6 +90,32 @@ def test_pr_curve_at_iou_0_5_of_the_hand_case():
     mean = mean_pr_curve(result.pr50)
     np.testing.assert_allclose(mean, (car + bus) / 2)
     assert mean.mean() == pytest.approx(result.metrics["AP50"])
+
+
+def test_the_pr_figure_draws_each_scored_class_and_the_mean_of_the_hand_case():
+    gt, results = pr_hand_case()
+    curves = coco_evaluate(gt, results).pr50
+    figure = pr_figure(curves)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    # 'van' has no object: no line; the legend gives each curve's mean (AP50): car (51 + 50 * 2/3) / 101
+    assert sorted(lines) == ["all classes 0.417 AP50", "bus 0.000", "car 0.835"]
+    np.testing.assert_allclose(lines["car 0.835"].get_xydata(), np.stack([np.linspace(0, 1, 101), curves["car"]], 1))
+    np.testing.assert_array_equal(lines["bus 0.000"].get_ydata(), np.zeros(101))
+    mean = lines["all classes 0.417 AP50"]
+    np.testing.assert_allclose(mean.get_ydata(), (curves["car"] + curves["bus"]) / 2)
+    assert mean.get_linewidth() == 3 and mean.get_color() == "black"
+    pyplot().close(figure)
+
+
+def test_the_confusion_figure_colours_each_row_by_its_fractions_and_writes_the_counts():
+    gt, results = confusion_hand_case()
+    figure = confusion_figure(confusion_matrix(gt, results, [CAT, DOG]))
+    axis = figure.axes[0]
+    np.testing.assert_allclose(axis.get_images()[0].get_array(), [[0.5, 0, 0.5], [0.5, 0.5, 0], [0, 1, 0]])
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in axis.texts}
+    assert written == {(0, 0): "1", (0, 2): "1", (1, 0): "1", (1, 1): "1", (2, 1): "2"}  # row, column: no zeros
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["cat", "dog", "background"]
+    pyplot().close(figure)
 
 
 def test_results_csv_rows_append_under_one_header(tmp_path):
