@@ -119,7 +119,8 @@ def test_folder_json_and_txt_read_back_equal_the_python_api(checkpoint, detector
                            "--device", "cpu",
                            "--save_json", str(tmp_path / "results.json"), "--save_txt", str(tmp_path / "labels"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32"
+    # the default runtime ("auto") on a CPU: ONNX Runtime, installed with the tests
+    assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"
     entries = read_json(tmp_path / "results.json")
     assert sorted(path.name for path in (tmp_path / "labels").iterdir()) == ["img0.txt", "img1.txt", "img2.txt"]
     for image_id, path in enumerate(sorted(folder.iterdir())):
