@@ -26,12 +26,14 @@ def require_openvino():
     return openvino
 
 
-def compile_openvino(path: str | Path, threads: int | None = None, precision: str = "f32"):
+def compile_openvino(path: str | Path, threads: int | None = None, precision: str | None = "f32"):
     """The ONNX file ``path`` compiled for OpenVINO's CPU plugin: ``threads`` inference threads (None: its default),
-    latency hint, inference precision ``precision`` (``"f32"``; ``"bf16"`` is what the plugin picks by itself on
-    CPUs with bfloat16 units)."""
+    latency hint, inference precision ``precision`` (``"f32"``; None: the plugin's own choice, bf16 on CPUs with
+    bfloat16 units)."""
     openvino = require_openvino()
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    config = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = precision
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return openvino.Core().compile_model(str(path), "CPU", config)
