@@ -183,7 +183,8 @@ class Detector(BaseDetector):
         if exported and (compile or precision == "bf16"):
             raise ValueError("compile=True and precision='bf16' run the torch network; precision='int8' and "
                              f"runtime={runtime!r} run the exported network: pick one")
-        self.model = prepare_for_inference(model) if prepare else model.eval()
+        # the torch copy runs nothing when another runtime runs the network: not prepared (a quicker build)
+        self.model = prepare_for_inference(model) if prepare and not exported else model.eval()
         if compile:
             self.model = CompiledNetwork(self.model)
         if precision == "int8":

@@ -88,7 +88,7 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray],
     per-channel int8 weights, uint8 activations calibrated by min-max on ``batches`` (inputs of the graph's
     first input). Metadata is kept. ``select``: the graph -> the names of the nodes to quantize (another network's
     file, e.g. bench/latency.py's peer, names its own)."""
-    require_onnxruntime()
+    require_onnxruntime(quantizer=True)
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -107,7 +107,7 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray],
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
                  threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
     """``model`` (eval mode, on the CPU) traced, quantized on ``calibration`` images and loaded in ONNX Runtime."""
-    require_onnxruntime()
+    require_onnxruntime(quantizer=True)
     require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
