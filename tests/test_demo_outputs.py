@@ -240,6 +240,17 @@ def test_the_device_is_cuda_when_present_else_the_cpu_and_an_explicit_one_is_kep
         pick_device("gpu", name="--device")
 
 
+def test_the_demo_runs_the_runtime_asked_for_and_names_it(checkpoint, tmp_path, capsys):
+    """``--runtime openvino`` (the flag's other choices: auto, the default, torch, onnxruntime) runs the network in
+    OpenVINO on the CPU and says so in the first line."""
+    pytest.importorskip("openvino")
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), make_image(64, 64))
+    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", image, "--runtime", "openvino")
+    assert code == 0, err
+    assert out[0] == "device: cpu (1 thread); torch backend, fp32, network run by openvino"
+
+
 def test_from_checkpoint_and_the_demo_follow_one_device_rule(tmp_path, capsys, monkeypatch):
     checkpoint = make_checkpoint(tmp_path / "model.ckpt")
     picked = []
