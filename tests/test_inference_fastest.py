@@ -42,9 +42,11 @@ def test_an_explicit_runtime_is_kept_and_an_unknown_one_refused():
         pick_runtime("tensorrt", CPU)
 
 
-def test_torch_is_always_installed_and_a_missing_package_is_not(monkeypatch):
+def test_torch_is_always_installed_and_a_missing_or_broken_package_is_not(monkeypatch):
     assert fastest.installed("torch")
     assert not fastest.installed("no_such_runtime_package_here")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    assert not fastest.installed("onnxruntime") and pick_runtime("auto", CPU) == "torch"
 
 
 def test_a_module_given_to_detector_stays_on_torch():

@@ -14,7 +14,7 @@ exported networks (``detector.inference.cache``) when the checkpoint's digest is
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import tempfile
 from pathlib import Path
 
@@ -33,8 +33,15 @@ CPU_PREFERENCE = ("onnxruntime", "torch")
 
 
 def installed(runtime: str) -> bool:
-    """Whether ``runtime``'s Python package can be imported (torch always)."""
-    return runtime == "torch" or importlib.util.find_spec(runtime) is not None
+    """Whether ``runtime``'s Python package imports (torch always): a broken install counts as none, so ``"auto"``
+    falls back to torch instead of failing."""
+    if runtime == "torch":
+        return True
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        return False
+    return True
 
 
 def check_runtime(runtime: str) -> None:
