@@ -37,6 +37,26 @@ neck, no DCN, fp32).
   for, also with ``--no-deps``).
 - ``decode``: ``pipeline.postprocess`` alone on our 80-class output (its share of ``ours`` is printed).
 
+Runtime candidates (issue 24), each a row, added by ``--candidates`` (``all`` for every group):
+
+- ``ort``: ONNX Runtime session options on ours' fp32 and int8 files, each against the package's own session
+  (``runtime.session_options``: level ALL, threads that sleep, sequential): graph optimization level EXTENDED,
+  ``session.intra_op.allow_spinning`` 1, parallel execution mode (with ``--threads`` more inter-op threads, said in
+  the row), and the optimized model saved once and loaded with optimizations off.
+- ``openvino``: OpenVINO (``pip install openvino``; a note without it) running ours' exported files in place of the
+  ONNX Runtime session, latency hint, ``--threads`` inference threads (checked): fp32 with the fp32 precision hint;
+  fp32 with the plugin's own precision (bf16 on CPUs with bfloat16 units: not fp32, said in the row); int8 from our
+  ONNX Runtime QDQ file (the same quantization and calibration as the ONNX Runtime int8 row);
+  ``Detector(runtime='openvino')``.
+- ``torch``: ours in torch without channels_last (BatchNorm folded, NCHW), and traced, ``torch.jit.freeze`` and
+  ``torch.jit.optimize_for_inference`` (which also moves convolutions to oneDNN/MKLDNN layout: the mkldnn row).
+  ``torch.compile`` stays ``--compile``; skipped with a note where no C++ compiler is found (inductor needs one).
+- ``yolo-onnx``: in the peer process, YOLOv8n exported by ultralytics to ONNX (random init, offline, static
+  size x size) and run by ONNX Runtime with the package's session options and ``--threads`` (checked), fp32 and int8
+  by the same static quantization as ours (``quantize.quantize_onnx``: QDQ, per-channel, min-max on the same 8
+  random calibration images, the last convolution of each head branch and the box decoding kept float32, as ours'),
+  our letterbox at size x size, ultralytics' ``non_max_suppression`` with its ``predict`` defaults.
+
 No runner may change another's threads: ``measure`` checks torch's intra-op thread count (``--threads``) and
 OpenCV's (the letterbox resizes with it) before and after every call, warm-up included, and stops with the runner's
 name if one changed them. Every ONNX Runtime session is checked at build time to have ``--threads`` intra-op threads,
@@ -56,6 +76,7 @@ against the paper's network with the same preparation and precision as the row (
 the compiled paper network). Network-only rows are compared with the paper's network-only rows.
 
     python bench/latency.py [--sizes 512 384] [--repeats 20] [--threads 2] [--compile] [--ablation] [--no-peer]
+                            [--candidates ort openvino torch yolo-onnx | all]
 """
 from __future__ import annotations
 
@@ -67,6 +88,7 @@ import argparse
 import copy
 import json
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -90,6 +112,9 @@ from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 NUM_CLASSES = 80
 PEER_NOTE = "own process"
+CANDIDATES = ("ort", "openvino", "torch", "yolo-onnx")
+CALIBRATION_IMAGES = 8
+NAME_WIDTH = 74  # the longest row name (the candidates')
 
 
 def thread_state() -> dict[str, int]:
@@ -166,29 +191,180 @@ def onnx_runners(model: torch.nn.Module, size: int, folder: str,
         print(f"note: no ONNX Runtime rows ({error})")
         return {}
     fp32 = export_onnx(model, Path(folder) / "ours_fp32.onnx", [str(i) for i in range(NUM_CLASSES)], size)
-    calibration = [torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8).numpy() for _ in range(8)]
-    int8 = quantize_onnx(fp32, Path(folder) / "ours_int8.onnx", calibration)
+    int8 = quantize_onnx(fp32, Path(folder) / "ours_int8.onnx", calibration_images(size))
     runners = {}
     for precision, path in (("fp32", fp32), ("int8", int8)):
         detector = OnnxDetector(path, threads=threads)
         check_onnx_threads(detector.session, threads, f"ours (lean) ONNX Runtime {precision}")
-
-        def run(image: np.ndarray, detector=detector):
-            batch, meta = detector.prepare([image])
-            return detector.infer(batch, meta)
-        runners[f"ours (lean) ONNX Runtime {precision}"] = run
+        runners[f"ours (lean) ONNX Runtime {precision}"] = exported_runner(detector)
     return runners
 
 
-def detector_onnxruntime_runner(size: int, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
+def calibration_images(size: int) -> list[np.ndarray]:
+    """The calibration of every int8 row, ours and the peer's: 8 random ``[1, 3, size, size]`` uint8 images from a
+    fixed seed (the ranges do not change the time)."""
+    generator = np.random.default_rng(0)
+    return [generator.integers(0, 256, (1, 3, size, size), dtype=np.uint8) for _ in range(CALIBRATION_IMAGES)]
+
+
+def exported_runner(detector) -> Callable[[np.ndarray], object]:
+    """An ``OnnxDetector`` (whatever runs its ``session``) as a runner: letterbox, the graph, boxes back."""
+    def run(image: np.ndarray):
+        batch, meta = detector.prepare([image])
+        return detector.infer(batch, meta)
+    return run
+
+
+# runtime candidates (--candidates) ----------------------------------------------------------------------------------
+
+def ort_variant_options(variant: str, threads: int, folder: str, tag: str):
+    """The package's session options (``runtime.session_options``) with one thing changed, by ``variant``."""
+    import onnxruntime
+
+    from detector.inference.runtime import session_options
+    options = session_options(threads)
+    if variant == "level EXTENDED":
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    elif variant == "spinning on":
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    elif variant == "parallel execution":
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_PARALLEL
+        options.inter_op_num_threads = threads
+    elif variant == "saved optimized model":
+        options.optimized_model_filepath = str(Path(folder) / f"{tag}_optimized.onnx")
+    return options
+
+
+ORT_VARIANTS = ("level EXTENDED", "spinning on", "parallel execution", "saved optimized model")
+
+
+def ort_variant_runners(folder: str, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """Ours' fp32 and int8 files (written by ``onnx_runners``) under each of :data:`ORT_VARIANTS`."""
+    import onnxruntime
+
+    from detector.inference.detectors import OnnxDetector
+    from detector.inference.runtime import session_options
+    runners = {}
+    for precision in ("fp32", "int8"):
+        path = Path(folder) / f"ours_{precision}.onnx"
+        if not path.is_file():
+            return {}
+        for variant in ORT_VARIANTS:
+            detector = OnnxDetector(path, threads=threads)
+            tag = f"ours_{precision}"
+            options = ort_variant_options(variant, threads, folder, tag)
+            detector.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            if variant == "saved optimized model":  # loaded again, optimizations off: what a cache of it would do
+                options = session_options(threads)
+                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+                optimized = Path(folder) / f"{tag}_optimized.onnx"
+                detector.session = onnxruntime.InferenceSession(str(optimized), options,
+                                                                providers=["CPUExecutionProvider"])
+            name = f"ours (lean) ONNX Runtime {precision}, {variant}"
+            if variant == "parallel execution":
+                name += f" (+{threads} inter-op threads)"
+            check_onnx_threads(detector.session, threads, name)
+            runners[name] = exported_runner(detector)
+    return runners
+
+
+class OpenVinoSession:
+    """An OpenVINO compiled model behind ``session.run(output_names, feeds)``, as ``OnnxDetector`` calls it."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
+
+    def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        results = {output.get_any_name(): value for output, value in self.request.infer(feeds).items()}
+        return [results[name] for name in names]
+
+
+def check_openvino_threads(compiled, threads: int, name: str) -> None:
+    """An OpenVINO compiled model must run on ``threads`` inference threads, as torch does."""
+    count = compiled.get_property("INFERENCE_NUM_THREADS")
+    if count != threads:
+        raise RuntimeError(f"{name}: OpenVINO compiled with {count} inference threads, torch {threads}")
+
+
+def openvino_runners(folder: str, threads: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """Ours' exported files (written by ``onnx_runners``) run by OpenVINO (see the module docstring); {} and a
+    note without it."""
+    try:
+        from detector.inference.openvino_runtime import compile_openvino, require_openvino
+        openvino = require_openvino()
+        from detector.inference.detectors import OnnxDetector
+    except Exception as error:  # noqa: BLE001  (the rows are optional)
+        print(f"note: no OpenVINO rows ({error})")
+        return {}
+    own = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    runners = {}
+    for label, file, precision in (("fp32", "ours_fp32.onnx", "f32"),
+                                   (f"fp32 file, its own precision ({own})", "ours_fp32.onnx", None),
+                                   ("int8 (our ONNX Runtime QDQ file)", "ours_int8.onnx", "f32")):
+        path = Path(folder) / file
+        if not path.is_file():
+            continue
+        detector = OnnxDetector(path, threads=threads)  # its metadata and letterbox; OpenVINO runs the graph
+        compiled = compile_openvino(path, threads, precision)
+        name = f"ours (lean) OpenVINO {label}"
+        check_openvino_threads(compiled, threads, name)
+        detector.session = OpenVinoSession(compiled)
+        runners[name] = exported_runner(detector)
+    print(f"note: OpenVINO {openvino.__version__}; its CPU plugin's own inference precision here: {own}")
+    return runners
+
+
+class FrozenNetwork(torch.nn.Module):
+    """A CenterNet traced, ``torch.jit.freeze``-d and ``torch.jit.optimize_for_inference``-d, returning its dict
+    (``detect`` can run it)."""
+
+    def __init__(self, model: torch.nn.Module, size: int):
+        super().__init__()
+        from detector.inference.runtime import NetworkOutputs
+        with torch.no_grad():
+            traced = torch.jit.trace(NetworkOutputs(model).eval(), normalize(torch.zeros(1, 3, size, size,
+                                                                                        dtype=torch.uint8)))
+            self.script = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        self.stride = model.stride
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return dict(zip(("heatmap", "offset", "size"), self.script(x)))
+
+
+def torch_candidate_runners(size: int) -> dict[str, Callable[[np.ndarray], object]]:
+    """Ours in torch with other settings than ``prepare_for_inference`` (see the module docstring)."""
+    network = CenterNet(NUM_CLASSES, neck="lean").eval()
+    runners = {"ours (lean) fp32 NCHW, BN folded": centernet_runner(fold_batchnorm(network), size, "fp32")}
+    try:
+        frozen = FrozenNetwork(prepare_for_inference(network), size)
+    except Exception as error:  # noqa: BLE001  (the row is optional)
+        print(f"note: no TorchScript frozen row ({type(error).__name__}: {str(error).splitlines()[0][:160]})")
+    else:
+        runners["ours (lean) fp32 TorchScript frozen, optimize_for_inference"] = centernet_runner(frozen, size,
+                                                                                                   "fp32")
+    return runners
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor would use on the CPU (``$CXX``, else g++, c++, clang++), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((found for name in names if (found := shutil.which(name))), None)
+
+
+def detector_onnxruntime_runner(size: int, threads: int,
+                                runtimes: tuple[str, ...] = ("torch", "onnxruntime")) -> dict[str, Callable]:
     """``Detector(..., runtime="onnxruntime")``: the network exported in memory and run by ONNX Runtime in fp32,
     letterbox and decoding the torch ones, as ``Detector.predict`` runs them (its session takes torch's thread count
-    when built: checked to be ``threads``); {} without onnxruntime."""
+    when built: checked to be ``threads``); {} without onnxruntime. The same for each of ``runtimes``
+    (``"openvino"``: its compiled model's threads checked)."""
     from detector.inference.detectors import Detector
 
     names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
     runners = {}
-    for runtime in ("torch", "onnxruntime"):
+    for runtime in runtimes:
         try:
             detector = Detector(copy.deepcopy(network), names, size, runtime=runtime)
         except Exception as error:  # noqa: BLE001  (the onnxruntime row is optional)
@@ -196,6 +372,8 @@ def detector_onnxruntime_runner(size: int, threads: int) -> dict[str, Callable[[
             continue
         if runtime == "onnxruntime":
             check_onnx_threads(detector.network.session, threads, "Detector(runtime='onnxruntime')")
+        if runtime == "openvino":
+            check_openvino_threads(detector.network.compiled, threads, "Detector(runtime='openvino')")
         runners[f"ours (lean) fp32, Detector(runtime='{runtime}')"] = (
             lambda image, detector=detector: detector.predict(image, conf=0.0))
     return runners
@@ -232,27 +410,93 @@ def yolov8n_runners(size: int) -> tuple[dict[str, Callable[[np.ndarray], object]
     return runners, note
 
 
-def run_peer(size: int, repeats: int, warmup: int, threads: int, output: str) -> None:
+def yolo_quantized_nodes(graph) -> list[str]:
+    """The nodes of ultralytics' YOLOv8n ONNX graph quantized as ours are (``quantize.quantized_nodes``): the
+    network (``/model.N/``), but the last convolution of each head branch (``cv2.i.2``, ``cv3.i.2``) and the box
+    decoding after them (the rest of the Detect head, ``/model.22/`` but its ``cv`` branches), kept float32."""
+    head = "/model.22/"
+    names = []
+    for node in graph.node:
+        if not node.name.startswith("/model."):
+            continue
+        branch_inside = node.name.startswith(head + "cv") and ("/conv/" in node.name or "/act/" in node.name)
+        if node.name.startswith(head) and not branch_inside:
+            continue
+        names.append(node.name)
+    return names
+
+
+def yolov8n_onnx_runners(size: int, threads: int, folder: str) -> tuple[dict[str, Callable], str]:
+    """YOLOv8n exported by ultralytics to ONNX at size x size and run by ONNX Runtime, fp32 and int8 (the module
+    docstring's ``yolo-onnx``); ({}, the reason) without ultralytics or onnxruntime. For the peer process only (the
+    export changes torch's threads; the caller sets its own afterwards)."""
+    try:
+        from ultralytics import YOLO
+        from ultralytics.utils.nms import non_max_suppression
+
+        from detector.inference.quantize import quantize_onnx
+        from detector.inference.runtime import open_session, require_onnxruntime
+        require_onnxruntime()
+    except Exception as error:  # noqa: BLE001  (the rows are optional)
+        return {}, f"no YOLOv8n ONNX Runtime rows ({error})"
+    from detector.preprocess import unletterbox_boxes
+    here = os.getcwd()
+    os.chdir(folder)  # ultralytics writes the file beside the model's name, in the working directory
+    try:
+        fp32 = Path(folder) / YOLO("yolov8n.yaml").export(format="onnx", imgsz=size, simplify=False, dynamic=False,
+                                                          opset=17, device="cpu", verbose=False)
+    finally:
+        os.chdir(here)
+    calibration = [(batch / 255).astype(np.float32) for batch in calibration_images(size)]
+    int8 = quantize_onnx(fp32, Path(folder) / "yolov8n_int8.onnx", calibration, select=yolo_quantized_nodes)
+    runners = {}
+    for precision, path in (("fp32", fp32), ("int8", int8)):
+        session = open_session(path, threads)
+        name = f"YOLOv8n ONNX Runtime {precision}, {PEER_NOTE}"
+        check_onnx_threads(session, threads, name)
+
+        def run(image: np.ndarray, session=session):
+            boxed, meta = letterbox(image, size)
+            x = (boxed.transpose(2, 0, 1)[None] / np.float32(255)).astype(np.float32)
+            found = non_max_suppression(torch.from_numpy(session.run(None, {"images": x})[0]))[0]
+            return unletterbox_boxes(found[:, :4], torch.from_numpy(meta)[None]), found[:, 4], found[:, 5]
+        runners[name] = run
+    return runners, f"YOLOv8n ONNX: ultralytics' export, {len(yolo_quantized_nodes(_graph(fp32)))} nodes quantized"
+
+
+def _graph(path: Path):
+    import onnx
+    return onnx.load(str(path)).graph
+
+
+def run_peer(size: int, repeats: int, warmup: int, threads: int, output: str, onnx: bool = False) -> None:
     """The peer process (``--peer yolov8n``): ultralytics set up, torch's and OpenCV's threads set back to this
-    run's (``threads`` and OpenCV's count before ultralytics' import), the YOLOv8n rows timed with the same checks as
-    the main process; their times (seconds) and the note written to ``output`` as json."""
+    run's (``threads`` and OpenCV's count before ultralytics' import), the YOLOv8n rows (with ``onnx`` also its ONNX
+    Runtime fp32 and int8 rows) timed with the same checks as the main process; their times (seconds) and the note
+    written to ``output`` as json."""
     torch.set_num_threads(threads)
     expected = thread_state()
     runners, note = yolov8n_runners(size)
-    torch.set_num_threads(expected["torch"])
-    cv2.setNumThreads(expected["opencv"])
-    image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    times = measure(runners, image, repeats, warmup, expected) if runners else {}
+    with tempfile.TemporaryDirectory() as folder:
+        if onnx and runners:
+            more, onnx_note = yolov8n_onnx_runners(size, threads, folder)
+            runners.update(more)
+            note = f"{note}; {onnx_note}"
+        torch.set_num_threads(expected["torch"])
+        cv2.setNumThreads(expected["opencv"])
+        image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        times = measure(runners, image, repeats, warmup, expected) if runners else {}
     Path(output).write_text(json.dumps({"times": times, "note": note}))
 
 
-def peer_times(size: int, repeats: int, warmup: int, threads: int) -> dict[str, list[float]]:
+def peer_times(size: int, repeats: int, warmup: int, threads: int, onnx: bool = False) -> dict[str, list[float]]:
     """Start this script as the peer process for ``size``, print its note, return its times; a failure there stops
     this run with the peer's last lines."""
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "peer.json"
         command = [sys.executable, __file__, "--peer", "yolov8n", "--sizes", str(size), "--repeats", str(repeats),
                    "--warmup", str(warmup), "--threads", str(threads), "--peer-output", str(output)]
+        command += ["--candidates", "yolo-onnx"] if onnx else []
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"the YOLOv8n peer process failed ({' '.join(command)}):\n"
@@ -262,7 +506,8 @@ def peer_times(size: int, repeats: int, warmup: int, threads: int) -> dict[str, 
     return result["times"]
 
 
-def build(size: int, folder: str, threads: int, compile: bool = False) -> dict[str, Callable[[np.ndarray], object]]:
+def build(size: int, folder: str, threads: int, compile: bool = False,
+          candidates: tuple[str, ...] = ()) -> dict[str, Callable[[np.ndarray], object]]:
     ours = prepare_for_inference(CenterNet(NUM_CLASSES, neck="lean"))
     paper = CenterNet(NUM_CLASSES, neck="deconv").eval()
     paper_prepared = prepare_for_inference(paper)
@@ -288,6 +533,14 @@ def build(size: int, folder: str, threads: int, compile: bool = False) -> dict[s
                                                         num_classes=NUM_CLASSES + 1).eval())
     runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder, threads))
     runners.update(detector_onnxruntime_runner(size, threads))
+    if "ort" in candidates:
+        runners.update(ort_variant_runners(folder, threads))
+    if "openvino" in candidates:
+        runners.update(openvino_runners(folder, threads))
+        if any("OpenVINO" in name for name in runners):
+            runners.update(detector_onnxruntime_runner(size, threads, ("openvino",)))
+    if "torch" in candidates:
+        runners.update(torch_candidate_runners(size))
     runners["decode + unletterbox (ours' 80-class output)"] = decode_runner(ours, size)
     return runners
 
@@ -303,7 +556,12 @@ def network_only_runners(paper: torch.nn.Module, paper_prepared: torch.nn.Module
 
 def compiled_runners(paper_prepared: torch.nn.Module, ours: torch.nn.Module, body: torch.nn.Module,
                      size: int) -> dict[str, Callable[[np.ndarray], object]]:
-    """``CompiledNetwork`` of each (``Detector(compile=True)``); the first call compiles, so it is timed here."""
+    """``CompiledNetwork`` of each (``Detector(compile=True)``); the first call compiles, so it is timed here. {}
+    and a note where no C++ compiler is found (the rows would time the eager fallback)."""
+    if cxx_compiler() is None:
+        print("note: no compiled rows: torch.compile's inductor needs a C++ compiler on the CPU and none was found "
+              "(g++, c++, clang++ or $CXX)")
+        return {}
     image = np.zeros((480, 640, 3), dtype=np.uint8)
     runners = {"paper (deconv) fp32 prepared compiled": centernet_runner(CompiledNetwork(paper_prepared), size,
                                                                           "fp32"),
@@ -376,11 +634,11 @@ def report(size: int, times: dict[str, list[float]], peer: dict[str, list[float]
     median = {name: 1000 * statistics.median(t) for name, t in times.items()}
     print(f"\n{size} px, batch 1, 640x480 image, {NUM_CLASSES} classes, median of {len(next(iter(times.values())))} "
           f"interleaved runs (rows marked '{PEER_NOTE}': the same count, timed apart with the same threads)")
-    print(f"{'model':<50} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
+    print(f"{'model':<{NAME_WIDTH}} {'ms':>8} {'IQR ms':>13} {'x plain':>8} {'x prepared':>10}")
     for name, value in median.items():
         q1, _, q3 = statistics.quantiles([1000 * t for t in times[name]], n=4)
         plain, prepared = references(name, median)
-        print(f"{name:<50} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
+        print(f"{name:<{NAME_WIDTH}} {value:8.1f} {q1:6.1f}-{q3:6.1f} {value / plain:8.3f} {value / prepared:10.3f}")
     print("x plain: design + preparation (the targets); x prepared: the design alone; paper prepared / plain: the "
           "preparation alone")
     decode = median["decode + unletterbox (ours' 80-class output)"]
@@ -402,13 +660,16 @@ def main() -> None:
     parser.add_argument("--ablation", action="store_true", help="time the network alone, option by option")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile rows (compiling takes minutes)")
     parser.add_argument("--no-peer", action="store_true", help="skip the YOLOv8n peer process")
+    parser.add_argument("--candidates", nargs="+", choices=[*CANDIDATES, "all"], default=[],
+                        help="add the runtime candidates' rows (see the docstring); all: every group")
     parser.add_argument("--peer", choices=["yolov8n"], help=argparse.SUPPRESS)  # the peer process (one size)
     parser.add_argument("--peer-output", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    candidates = CANDIDATES if "all" in args.candidates else tuple(args.candidates)
     if args.peer:
-        run_peer(args.sizes[0], args.repeats, args.warmup, args.threads, args.peer_output)
+        run_peer(args.sizes[0], args.repeats, args.warmup, args.threads, args.peer_output, "yolo-onnx" in candidates)
         return
     print(f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} threads "
           f"(OpenCV {cv2.getNumThreads()}), OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
@@ -420,9 +681,10 @@ def main() -> None:
         else:
             expected = thread_state()
             with tempfile.TemporaryDirectory() as folder:
-                times = measure(build(size, folder, args.threads, args.compile), image, args.repeats, args.warmup,
-                                expected)
-            peer = {} if args.no_peer else peer_times(size, args.repeats, args.warmup, args.threads)
+                times = measure(build(size, folder, args.threads, args.compile, candidates), image, args.repeats,
+                                args.warmup, expected)
+            peer = {} if args.no_peer else peer_times(size, args.repeats, args.warmup, args.threads,
+                                                      "yolo-onnx" in candidates)
             report(size, times, peer)
 
 

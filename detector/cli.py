@@ -176,7 +176,7 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str | None, default=None,
                         help="torch device, e.g. cpu or cuda:0 (default: cuda when available, else cpu; cpu for "
-                             "--precision int8 and --runtime onnxruntime)")
+                             "--precision int8 and --runtime onnxruntime or openvino)")
     parser.add_argument("--threads", type=int | None, default=None,
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
@@ -187,10 +187,11 @@ def demo_parser() -> ArgumentParser:
                         help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="torch: a training checkpoint (--checkpoint); onnx: a file written by centernet export")
-    parser.add_argument("--runtime", choices=["torch", "onnxruntime"], default="torch",
-                        help="with --backend torch and a checkpoint: what runs the fp32 network; onnxruntime exports "
-                             "it in memory and runs it on the CPU (about 1.2x as fast as torch on the project's "
-                             "2-core CPU, bench/RESULTS.md)")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
+                        help="with --backend torch and a checkpoint: what runs the fp32 network; auto: the fastest "
+                             "installed for the device (on a CPU onnxruntime when installed, else torch); onnxruntime "
+                             "and openvino export it (cached per checkpoint) and run it on the CPU (onnxruntime: "
+                             "about 1.2x as fast as torch on the project's 2-core CPU, bench/RESULTS.md)")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
     return parser
@@ -230,11 +231,12 @@ def demo_main(args: list[str] | None = None) -> None:
     else:
         precision = config.precision or "fp32"
         # the Detector's rule, with errors naming the flag (int8 and onnxruntime: the CPU unless asked)
-        device = pick_device(config.device, precision == "int8" or config.runtime == "onnxruntime", "--device")
+        exported = precision == "int8" or config.runtime in ("onnxruntime", "openvino")
+        device = pick_device(config.device, exported, "--device")
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
                                                                    calibration=config.calibration,
                                                                    runtime=config.runtime))
-        by = ", network run by onnxruntime" if config.runtime == "onnxruntime" else ""
+        by = f", network run by {detector.runtime}" if detector.runtime != "torch" and precision == "fp32" else ""
         print(f"device: {describe_device(device)}; torch backend, {precision}{by}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,

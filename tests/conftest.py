@@ -16,6 +16,13 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _exported_network_cache(tmp_path_factory):
+    """The tests never write the user's cache of exported networks (``detector.inference.cache``): one folder for
+    the session, so equal checkpoints share their exported file; the commands run in subprocesses inherit it."""
+    os.environ["DETECTOR_CACHE"] = str(tmp_path_factory.mktemp("exported_networks"))
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

@@ -119,7 +119,8 @@ def test_folder_json_and_txt_read_back_equal_the_python_api(checkpoint, detector
                            "--device", "cpu",
                            "--save_json", str(tmp_path / "results.json"), "--save_txt", str(tmp_path / "labels"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32"
+    # the default runtime ("auto") on a CPU: ONNX Runtime, installed with the tests
+    assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"
     entries = read_json(tmp_path / "results.json")
     assert sorted(path.name for path in (tmp_path / "labels").iterdir()) == ["img0.txt", "img1.txt", "img2.txt"]
     for image_id, path in enumerate(sorted(folder.iterdir())):
@@ -237,6 +238,17 @@ def test_the_device_is_cuda_when_present_else_the_cpu_and_an_explicit_one_is_kep
         pick_device("cuda:0", name="--device")
     with pytest.raises(DeviceError, match="--device gpu: not a torch device"):
         pick_device("gpu", name="--device")
+
+
+def test_the_demo_runs_the_runtime_asked_for_and_names_it(checkpoint, tmp_path, capsys):
+    """``--runtime openvino`` (the flag's other choices: auto, the default, torch, onnxruntime) runs the network in
+    OpenVINO on the CPU and says so in the first line."""
+    pytest.importorskip("openvino")
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), make_image(64, 64))
+    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", image, "--runtime", "openvino")
+    assert code == 0, err
+    assert out[0] == "device: cpu (1 thread); torch backend, fp32, network run by openvino"
 
 
 def test_from_checkpoint_and_the_demo_follow_one_device_rule(tmp_path, capsys, monkeypatch):

@@ -177,13 +177,30 @@ def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):
     from detector.inference.runtime import OnnxNetwork
 
     checkpoint, _ = trained
-    torch_runtime = Detector.from_checkpoint(checkpoint)
-    onnx_runtime = Detector.from_checkpoint(checkpoint, runtime="onnxruntime")
+    torch_runtime = Detector.from_checkpoint(checkpoint, runtime="torch")
+    onnx_runtime = Detector.from_checkpoint(checkpoint)  # "auto": ONNX Runtime on a CPU when it is installed
     assert isinstance(onnx_runtime.network, OnnxNetwork) and onnx_runtime.runtime == "onnxruntime"
     assert torch_runtime.runtime == "torch"
+    assert_same_frames(torch_runtime, onnx_runtime)
+
+
+def test_openvino_fp32_runtime_gives_the_torch_detections(trained):
+    """``runtime="openvino"`` runs the same exported network in OpenVINO in fp32 (not the bf16 its CPU plugin picks
+    by itself on CPUs with bfloat16 units): the torch runtime's detections and heatmaps, flip test included."""
+    pytest.importorskip("openvino")
+    from detector.inference.openvino_runtime import OpenVinoNetwork
+
+    checkpoint, _ = trained
+    openvino_runtime = Detector.from_checkpoint(checkpoint, runtime="openvino")
+    assert isinstance(openvino_runtime.network, OpenVinoNetwork) and openvino_runtime.runtime == "openvino"
+    assert_same_frames(Detector.from_checkpoint(checkpoint, runtime="torch"), openvino_runtime)
+
+
+def assert_same_frames(torch_runtime, other):
+    """Two detectors give the same detections and heatmaps to float rounding, with and without flip test."""
     for seed, flip in ((10, False), (11, True)):
         image = shapes_image(seed)[0]
-        want, got = torch_runtime.predict_frame(image, flip=flip, heatmap=True), onnx_runtime.predict_frame(
+        want, got = torch_runtime.predict_frame(image, flip=flip, heatmap=True), other.predict_frame(
             image, flip=flip, heatmap=True)
         assert len(want.detections) >= 2
         np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=1e-2)
@@ -196,7 +213,7 @@ def test_onnxruntime_runtime_refuses_what_only_torch_runs(trained):
     model = CenterNet(2, neck="lean", weights=None)
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
         Detector(model, CLASS_NAMES, SIZE, runtime="tensorrt")
-    with pytest.raises(ValueError, match="run ONNX Runtime: pick one"):
+    with pytest.raises(ValueError, match="runtime='onnxruntime' run the exported network: pick one"):
         Detector(model, CLASS_NAMES, SIZE, runtime="onnxruntime", compile=True)
 
 

@@ -22,11 +22,13 @@ from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
 from detector.errors import DeviceError, ExportError, QuantizationError
 from detector.images import ImageInput, as_image
+from detector.inference.cache import file_digest
 from detector.inference.export import read_onnx_description
+from detector.inference.fastest import EXPORTED_RUNTIMES, check_runtime, pick_runtime, runtime_network
 from detector.inference.pipeline import (Precision, check_precision, forward_images, postprocess, resolve_classes,
                                          to_detections)
 from detector.inference.quantize import int8_network
-from detector.inference.runtime import fp32_network, open_session
+from detector.inference.runtime import open_session
 from detector.inference.sources import iter_images
 from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
@@ -158,34 +160,40 @@ class Detector(BaseDetector):
             ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
         calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
             read) to calibrate the activation ranges on.
-        runtime: what runs the network in fp32: ``"torch"`` (the default) or ``"onnxruntime"`` (the network
-            exported and run by ONNX Runtime on the CPU, ``detector.inference.runtime.fp32_network``: about 1.2x
-            as fast as torch on this project's 2-core CPU, bench/RESULTS.md; outputs equal to ~1e-5). int8 always runs in
-            ONNX Runtime; bf16 and ``compile`` need torch.
+        runtime: what runs the network in fp32: ``"torch"`` (the default here), ``"onnxruntime"`` (the network
+            exported and run by ONNX Runtime on the CPU: about 1.2x as fast as torch on this project's 2-core CPU,
+            bench/RESULTS.md; outputs equal to ~1e-5), ``"openvino"`` (the same file in OpenVINO, fp32), or
+            ``"auto"`` (the fastest installed for the device, ``detector.inference.fastest.pick_runtime``: the
+            default of :meth:`from_checkpoint`). int8 always runs in ONNX Runtime; bf16 and ``compile`` need torch.
+        cache_key: the checkpoint's digest (``cache.file_digest``; :meth:`from_checkpoint` gives it): the network
+            exported for ONNX Runtime or OpenVINO is kept in the cache of exported networks
+            (``detector.inference.cache``) and read from it on the next build; None: exported every time.
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
                  max_detections: int = 100, nms_iou: float | None = None, precision: Precision | str = "fp32",
                  prepare: bool = True, category_ids: Sequence[int] | None = None, compile: bool = False,
-                 calibration: str | Path | Iterable[ImageInput] | None = None, runtime: str = "torch"):
-        if runtime not in ("torch", "onnxruntime"):
-            raise ValueError(f"unknown runtime {runtime!r}; choose 'torch' or 'onnxruntime'")
+                 calibration: str | Path | Iterable[ImageInput] | None = None, runtime: str = "torch",
+                 cache_key: str | None = None):
+        check_runtime(runtime)
         if precision != "int8":
             check_precision(precision, next(model.parameters()).device)
-        onnx = precision == "int8" or runtime == "onnxruntime"
-        if onnx and (compile or precision == "bf16"):
+        runtime = pick_runtime(runtime, next(model.parameters()).device, precision, compile)
+        exported = precision == "int8" or runtime in EXPORTED_RUNTIMES
+        if exported and (compile or precision == "bf16"):
             raise ValueError("compile=True and precision='bf16' run the torch network; precision='int8' and "
-                             "runtime='onnxruntime' run ONNX Runtime: pick one")
-        self.model = prepare_for_inference(model) if prepare else model.eval()
+                             f"runtime={runtime!r} run the exported network: pick one")
+        # the torch copy runs nothing when another runtime runs the network: not prepared (a quicker build)
+        self.model = prepare_for_inference(model) if prepare and not exported else model.eval()
         if compile:
             self.model = CompiledNetwork(self.model)
         if precision == "int8":
             self.network = int8_network(fold_batchnorm(model), input_size, calibration, torch.get_num_threads())
-        elif runtime == "onnxruntime":
-            self.network = fp32_network(fold_batchnorm(model), input_size, torch.get_num_threads())
+        elif runtime in EXPORTED_RUNTIMES:
+            self.network = runtime_network(model, input_size, runtime, torch.get_num_threads(), cache_key)
         else:
             self.network = self.model
-        self.runtime = "onnxruntime" if onnx else "torch"
+        self.runtime = "onnxruntime" if precision == "int8" else runtime
         self.precision = precision
         self.class_names = list(class_names)
         self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)
@@ -194,15 +202,22 @@ class Detector(BaseDetector):
         self.nms_iou = nms_iou
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **kwargs) -> Detector:
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", runtime: str = "auto",
+                        **kwargs) -> Detector:
         """Rebuild the network from a checkpoint alone (``weights_only`` loading; no config, no download) on
-        ``device`` (:func:`pick_device`: by default CUDA when present, else the CPU; the CPU for int8 and
-        ``runtime="onnxruntime"``); ``kwargs`` as the constructor's."""
-        device = pick_device(device, kwargs.get("precision") == "int8" or kwargs.get("runtime") == "onnxruntime")
+        ``device`` (:func:`pick_device`: by default CUDA when present, else the CPU; the CPU for int8,
+        ``runtime="onnxruntime"`` and ``"openvino"``), run by ``runtime`` (by default the fastest installed for the
+        device, see the constructor); a network exported for ONNX Runtime or OpenVINO is cached per checkpoint
+        content (``detector.inference.cache``). ``kwargs`` as the constructor's."""
+        check_runtime(runtime)
+        device = pick_device(device, kwargs.get("precision") == "int8" or runtime in EXPORTED_RUNTIMES)
+        runtime = pick_runtime(runtime, device, kwargs.get("precision", "fp32"), kwargs.get("compile", False))
         checkpoint = load_checkpoint(path)
         info = read_description(checkpoint)
+        exported = runtime in EXPORTED_RUNTIMES and kwargs.get("precision", "fp32") == "fp32"
         return cls(build_model(checkpoint, name=path).to(device), info.class_names, info.input_size,
-                   **{"category_ids": info.category_ids, **kwargs})
+                   **{"category_ids": info.category_ids, "runtime": runtime,
+                      "cache_key": file_digest(path) if exported else None, **kwargs})
 
     @property
     def device(self) -> torch.device:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -82,11 +82,13 @@ def quantized_nodes(graph) -> list[str]:
     return [node.name for node in network if node.name not in outputs]
 
 
-def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> Path:
+def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray],
+                  select: Callable[[object], list[str]] = quantized_nodes) -> Path:
     """Quantize the network nodes (scope ``NETWORK_SCOPE``) of the ONNX file ``source`` into ``output``: QDQ,
     per-channel int8 weights, uint8 activations calibrated by min-max on ``batches`` (inputs of the graph's
-    first input). Metadata is kept."""
-    require_onnxruntime()
+    first input). Metadata is kept. ``select``: the graph -> the names of the nodes to quantize (another network's
+    file, e.g. bench/latency.py's peer, names its own)."""
+    require_onnxruntime(quantizer=True)
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -95,7 +97,7 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> 
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
-        nodes = quantized_nodes(graph)
+        nodes = select(graph)
         quantize_static(str(prepared), str(output), _Reader(graph.input[0].name, batches),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes)
@@ -105,7 +107,7 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> 
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
                  threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
     """``model`` (eval mode, on the CPU) traced, quantized on ``calibration`` images and loaded in ONNX Runtime."""
-    require_onnxruntime()
+    require_onnxruntime(quantizer=True)
     require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]

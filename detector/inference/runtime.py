@@ -32,11 +32,13 @@ DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
 NETWORK_OUTPUTS = ["heatmap", "offset", "size"]
 
 
-def require_onnxruntime():
-    """The ``onnxruntime`` module (with its quantizer), or :class:`QuantizationError` naming the install."""
+def require_onnxruntime(quantizer: bool = False):
+    """The ``onnxruntime`` module (with its quantizer if ``quantizer``: importing it takes ~2 s, which a session
+    does not need), or :class:`QuantizationError` naming the install."""
     try:
         import onnxruntime
-        import onnxruntime.quantization  # noqa: F401  (the quantizer, shipped with onnxruntime)
+        if quantizer:
+            import onnxruntime.quantization  # noqa: F401  (the quantizer, shipped with onnxruntime)
     except ImportError as error:
         raise QuantizationError(f"int8 and runtime='onnxruntime' run through ONNX Runtime, which is not installed "
                                 f"({error}): pip install onnxruntime") from error

@@ -1,0 +1,100 @@
+"""Which runtime runs the fp32 network (``runtime="auto"``: the fastest installed for the device) and the network
+built in it.
+
+``Detector.from_checkpoint`` and the demo default to ``runtime="auto"``: on a CPU in fp32 (no ``compile``), the
+first runtime of :data:`CPU_PREFERENCE` that is installed, else torch; on a GPU, in bf16 or compiled, torch. The
+order is the latency measured on this project's 2-core CPU (bench/latency.py, bench/RESULTS.md: the paper's plain
+network 318-329 ms; ours in torch 0.42x of it, in ONNX Runtime 0.36x). torch is the package's own dependency;
+ONNX Runtime and OpenVINO are extras, used when installed. OpenVINO is not in the order: it enters it only if
+the quiet measurement shows a large gain over ONNX Runtime (then put ``"openvino"`` first). ``Detector(model, ...)``
+(a module given directly) stays on torch unless asked.
+
+:func:`runtime_network` exports the network to ONNX and loads it in ONNX Runtime or OpenVINO, through the cache of
+exported networks (``detector.inference.cache``) when the checkpoint's digest is known.
+"""
+from __future__ import annotations
+
+import importlib
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detector.inference.cache import cached_export, entry_key
+from detector.inference.runtime import OnnxNetwork, open_session, require_cpu, require_onnxruntime, trace_network
+from detector.model.fuse import fold_batchnorm
+
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+# Runtimes that run the network exported to ONNX.
+EXPORTED_RUNTIMES = ("onnxruntime", "openvino")
+# The fp32 runtimes on a CPU, fastest first (see the module docstring); the first installed one is "auto"'s.
+CPU_PREFERENCE = ("onnxruntime", "torch")
+
+
+def installed(runtime: str) -> bool:
+    """Whether ``runtime``'s Python package imports (torch always): a broken install counts as none, so ``"auto"``
+    falls back to torch instead of failing."""
+    if runtime == "torch":
+        return True
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        return False
+    return True
+
+
+def check_runtime(runtime: str) -> None:
+    """``ValueError`` naming the choices unless ``runtime`` is one of :data:`RUNTIMES`."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(map(repr, RUNTIMES))}")
+
+
+def pick_runtime(runtime: str, device: torch.device, precision: str = "fp32", compile: bool = False) -> str:
+    """``runtime`` itself, or for ``"auto"`` the fastest installed one for ``device``, ``precision`` and
+    ``compile`` (see the module docstring); int8 always runs in ONNX Runtime, whatever is returned."""
+    check_runtime(runtime)
+    if runtime != "auto":
+        return runtime
+    if torch.device(device).type != "cpu" or precision != "fp32" or compile:
+        return "torch"
+    return next(name for name in CPU_PREFERENCE if installed(name))
+
+
+def runtime_version(runtime: str) -> str:
+    """The installed version of ``runtime``'s package (the cache key holds it)."""
+    if runtime == "onnxruntime":
+        return require_onnxruntime().__version__
+    from detector.inference.openvino_runtime import require_openvino
+
+    return require_openvino().__version__
+
+
+def loader(runtime: str, stride: int, threads: int | None):
+    """A function that loads an exported network file in ``runtime`` as a network object."""
+    if runtime == "onnxruntime":
+        return lambda path: OnnxNetwork(open_session(path, threads), stride)
+    from detector.inference.openvino_runtime import OpenVinoNetwork, compile_openvino
+
+    return lambda path: OpenVinoNetwork(compile_openvino(path, threads), stride)
+
+
+def runtime_network(model: nn.Module, input_size: int, runtime: str, threads: int | None = None,
+                    weights: str | None = None):
+    """``model`` (on the CPU) with BatchNorm folded, exported at ``input_size`` (any batch) and loaded in
+    ``runtime`` (``"onnxruntime"`` or ``"openvino"``), fp32. ``weights``: the checkpoint's digest
+    (``cache.file_digest``): the exported file is then kept in, or read from, the cache (a hit neither folds nor
+    exports); None: exported to a temporary folder."""
+    version = runtime_version(runtime)  # the runtime's error first, before any export
+    require_cpu(model, f"runtime={runtime!r}")
+    load = loader(runtime, model.stride, threads)
+
+    def export(path: Path) -> None:
+        trace_network(fold_batchnorm(model), torch.zeros(1, 3, input_size, input_size), path)
+
+    if weights is not None:
+        return cached_export(entry_key(weights, input_size, runtime, version), export, load)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "network.onnx"
+        export(path)
+        return load(path)
