@@ -20,7 +20,7 @@ import torch
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
-from detector.errors import DeviceError, ExportError, QuantizationError
+from detector.errors import DeviceError, ExportError, OptionError, QuantizationError
 from detector.images import ImageInput, as_image
 from detector.inference.export import read_onnx_description
 from detector.inference.pipeline import (TILE_OVERLAP, Precision, TestTime, check_precision, detect_scales,
@@ -144,7 +144,7 @@ class BaseDetector(ABC):
         test = test_time(flip, scales, tile, overlap, whole, flags)
         if tuple(test.scales) != (1.0,) and self.fixed_input:
             name = (flags or {}).get("scales", "scales")
-            raise ValueError(f"{name}: this detector's network (ONNX Runtime) takes {self.input_size} px inputs only; "
+            raise OptionError(f"{name}: this detector's network (ONNX Runtime) takes {self.input_size} px inputs only; "
                              "test scales need the torch network (tiles work)")
         return test
 
