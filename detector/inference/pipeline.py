@@ -322,31 +322,45 @@ def cut_tiles(image: np.ndarray, windows: np.ndarray, size: int) -> tuple[torch.
 
 
 def merge_tiles(detections: list[dict[str, torch.Tensor]], iou: float = TILE_MERGE_IOS) -> dict[str, torch.Tensor]:
-    """The detections of several tiles (one dict per tile, or the whole photo, already in photo pixels) -> one dict.
+    """The detections of several tiles (one dict per tile, or the whole photo, already in photo pixels; an optional
+    ``cut [N]`` bool marks the boxes touching an inner border of their tile) -> one dict, by descending score.
 
-    Greedy by score, a detection is dropped when a better one of its class *from another tile* covers more than
-    ``iou`` of the smaller of the two boxes (intersection over the smaller area). Not IoU: an object cut by a tile
-    border is seen whole in one tile and as a fragment in its neighbour, and the fragment lies inside the whole box
-    with a small IoU but an intersection over its own area near 1. Within one tile the network's peaks already kept
-    one detection per object, so neighbours in one tile are never merged.
+    Greedy, uncut boxes first and then by score, a detection is dropped when a kept one of its class *from another
+    tile* covers more than ``iou`` of the smaller of the two boxes (intersection over the smaller area); the kept one
+    takes the better score of the two, and a kept fragment (cut) grows to the union with the fragments it drops.
+    Not plain NMS by IoU: an object cut by a tile border is seen whole in one tile and as a fragment in its
+    neighbour, and the fragment lies inside the whole box with a small IoU but an intersection over its own area
+    near 1; the whole box, not the fragment, is the one to keep (NMS for whole boxes); an object wider than the
+    overlap is a fragment in every tile, and the union of the fragments is the object (box merging for fragments).
+    Within one tile the network's peaks already kept one detection per object, so neighbours in one tile are never
+    merged.
     """
     boxes = torch.cat([d["boxes"] for d in detections]).float()
     scores = torch.cat([d["scores"] for d in detections]).float()
     labels = torch.cat([d["labels"] for d in detections])
+    cut = torch.cat([d.get("cut", torch.zeros_like(d["scores"], dtype=torch.bool)) for d in detections])
     source = torch.cat([torch.full_like(d["labels"], i) for i, d in enumerate(detections)])
-    order = scores.argsort(descending=True)
-    order = order[scores[order] > 0]
-    boxes, scores, labels, source = boxes[order], scores[order], labels[order], source[order]
-    keep = _cross_source_keep(boxes.cpu().numpy(), labels.cpu().numpy(), source.cpu().numpy(), iou)
+    present = scores > 0
+    boxes, scores, labels, cut, source = boxes[present], scores[present], labels[present], cut[present], source[present]
+    order = np.lexsort((-scores.cpu().numpy(), cut.cpu().numpy()))  # uncut first, then by descending score
+    order = torch.from_numpy(order).to(scores.device)
+    boxes, scores, labels, cut, source = boxes[order], scores[order], labels[order], cut[order], source[order]
+    keep, merged, best = _cross_source_keep(boxes.cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy(),
+                                            cut.cpu().numpy(), source.cpu().numpy(), iou)
     keep = torch.from_numpy(keep).to(scores.device)
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    boxes, scores = torch.from_numpy(merged).to(boxes)[keep], torch.from_numpy(best).to(scores)[keep]
+    labels = labels[keep]
+    order = scores.argsort(descending=True, stable=True)
+    return {"boxes": boxes[order], "scores": scores[order], "labels": labels[order]}
 
 
-def _cross_source_keep(boxes: np.ndarray, labels: np.ndarray, source: np.ndarray, iou: float) -> np.ndarray:
-    """The greedy pass of :func:`merge_tiles` over boxes sorted by descending score (one row at a time: memory
-    stays linear in the number of boxes)."""
+def _cross_source_keep(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, cut: np.ndarray,
+                       source: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The greedy pass of :func:`merge_tiles` over boxes in its order (one row at a time: memory stays linear in the
+    number of boxes): which are kept, the boxes (a kept fragment grown by the fragments it dropped) and the scores
+    (a kept box's the best of it and the boxes it dropped)."""
     area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)
-    keep = np.ones(len(boxes), dtype=bool)
+    keep, merged, best = np.ones(len(boxes), dtype=bool), boxes.copy(), scores.copy()
     for i in range(len(boxes)):
         if not keep[i]:
             continue
@@ -355,8 +369,21 @@ def _cross_source_keep(boxes: np.ndarray, labels: np.ndarray, source: np.ndarray
             continue
         sides = np.minimum(boxes[rest, 2:], boxes[i, 2:]) - np.maximum(boxes[rest, :2], boxes[i, :2])
         inter = np.clip(sides, 0, None).prod(-1)
-        keep[rest[inter / np.maximum(np.minimum(area[rest], area[i]), 1e-6) > iou]] = False
-    return keep
+        dropped = rest[inter / np.maximum(np.minimum(area[rest], area[i]), 1e-6) > iou]
+        keep[dropped] = False
+        best[i] = max(best[i], scores[dropped].max(initial=0.0))
+        fragments = dropped[cut[dropped]]
+        if cut[i] and len(fragments):
+            merged[i, :2] = np.minimum(merged[i, :2], boxes[fragments, :2].min(0))
+            merged[i, 2:] = np.maximum(merged[i, 2:], boxes[fragments, 2:].max(0))
+    return keep, merged, best
+
+
+def _touches_inner_border(boxes: torch.Tensor, window: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """``[N]`` bool: the boxes (photo pixels) within a pixel of a border of ``window`` that is not the photo's."""
+    x0, y0, x1, y1 = window.tolist()
+    return (((boxes[:, 0] <= x0 + 1) & (x0 > 0)) | ((boxes[:, 1] <= y0 + 1) & (y0 > 0))
+            | ((boxes[:, 2] >= x1 - 1) & (x1 < width)) | ((boxes[:, 3] >= y1 - 1) & (y1 < height)))
 
 
 def detect_tiles(run: Run, image: np.ndarray, test: TestTime, size: int, k: int) -> dict[str, torch.Tensor]:
@@ -374,8 +401,9 @@ def detect_tiles(run: Run, image: np.ndarray, test: TestTime, size: int, k: int)
         shift = torch.as_tensor(chunk[:, [0, 1, 0, 1]], dtype=detections["boxes"].dtype,
                                 device=detections["boxes"].device)
         for i in range(len(chunk)):
-            found.append({"boxes": detections["boxes"][i] + shift[i], "scores": detections["scores"][i],
-                          "labels": detections["labels"][i]})
+            boxes = detections["boxes"][i] + shift[i]
+            found.append({"boxes": boxes, "scores": detections["scores"][i], "labels": detections["labels"][i],
+                          "cut": _touches_inner_border(boxes, chunk[i], width, height)})
     if test.whole:
         batch, meta = cut_tiles(image, np.array([[0, 0, width, height]]), size)
         found.append({name: value[0] for name, value in detect_scales(run, batch, meta, test.scales, k).items()})
