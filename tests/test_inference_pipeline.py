@@ -145,7 +145,8 @@ def test_the_evaluation_path_tiles_its_original_resolution_batch_and_maps_back()
     from detector.inference.pipeline import TestTime, detect_test_time
 
     box = (203, 141, 231, 170)
-    images = torch.full((2, 3, 320, 416), 124, dtype=torch.uint8)  # padded to 32 like the eval batch
+    images = torch.full((2, 3, 320, 416), 255, dtype=torch.uint8)  # padded to 32 like the eval batch (bright: the
+    # padding must stay out of the tiles)
     images[0, :, :300, :400] = to_chw(_photo_with_a_square(400, 300, box))
     images[1, :, :100, :90] = 60
     meta = torch.tensor([[1.0, 1.0, 400.0, 300.0], [1.0, 1.0, 90.0, 100.0]])
@@ -238,14 +239,14 @@ def test_merging_scales_decays_the_duplicate_of_each_class_and_keeps_the_top_k()
 def test_merging_tiles_drops_the_duplicates_of_other_tiles_only():
     from detector.inference.pipeline import merge_tiles
 
-    tile_a = {"boxes": torch.tensor([[100.0, 100, 150, 130], [140.0, 100, 190, 130]]),
+    tile_a = {"boxes": torch.tensor([[100.0, 100, 150, 130], [110.0, 100, 160, 130]]),
               "scores": torch.tensor([0.9, 0.5]), "labels": torch.tensor([0, 0])}
     tile_b = {"boxes": torch.tensor([[120.0, 100, 150, 130], [100.0, 100, 150, 130], [300.0, 0, 310, 10]]),
               "scores": torch.tensor([0.6, 0.95, 0.4]), "labels": torch.tensor([0, 1, 0])}
     merged = merge_tiles([tile_a, tile_b])
     # b's fragment inside a's box goes; a's neighbour overlapping it (same tile) stays; b's other class stays
     assert merged["scores"].tolist() == pytest.approx([0.95, 0.9, 0.5, 0.4])
-    assert merged["boxes"][2].tolist() == [140.0, 100, 190, 130]
+    assert merged["boxes"][2].tolist() == [110.0, 100, 160, 130]
 
 
 @pytest.mark.parametrize("kwargs, words", [({"tile": 31}, "tile 31"), ({"overlap": 1.0}, "overlap 1.0"),
