@@ -8,7 +8,7 @@ tiles, with ``--tile`` (default: one source photo's longer side) and with tiles 
 detections per photo count (``--max_detections`` for every arm, COCOeval's maxDets 1000), as a mosaic holds more
 than COCO's 100 objects.
 
-``scales``: the validation split as the evaluation letterboxes it, through ``pipeline.detect_test_time`` (the eval's
+``scales``: the validation split as the evaluation letterboxes it, through ``pipeline.detect_passes`` (the eval's
 path) with {scale 1, scales 0.75 1 1.25} x {no flip, flip}, scored by the evaluation's ``Evaluator``.
 
 Checkpoints: a short training run of the normal tools, e.g. (synthetic, the default config; BCCD read in place):
@@ -50,7 +50,7 @@ from detector.checkpoint import load_checkpoint, read_description
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import Evaluator
 from detector.images import read_image
-from detector.inference.pipeline import TestTime, detect_test_time
+from detector.inference.pipeline import Passes, detect_passes
 from detector.training.evaluate import training_data_options
 
 MAX_DETS = 1000
@@ -153,12 +153,12 @@ def run_scales(args: argparse.Namespace) -> None:
     print("| scales | flip | AP | AP50 | s/photo |\n|---|---|---|---|---|")
     for scales in ((1.0,), tuple(args.scales)):
         for flip in (False, True):
-            test = TestTime(flip=flip, scales=scales)
+            test = Passes(flip=flip, scales=scales)
             evaluator = Evaluator(datamodule.val_coco, datamodule.category_ids)
             run = lambda batch, meta: detector.infer(batch, meta, flip)[0]  # noqa: E731
             start = time.perf_counter()
             for batch in batches:
-                found = detect_test_time(run, batch["images"], batch["meta"], test, detector.input_size,
+                found = detect_passes(run, batch["images"], batch["meta"], test, detector.input_size,
                                          detector.max_detections)
                 evaluator.update(batch["image_ids"], found, image_sizes=batch["meta"][:, 2:4])
             seconds = (time.perf_counter() - start) / images

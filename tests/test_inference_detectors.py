@@ -1,6 +1,6 @@
 """The Detector API: ``Detector.predict`` on arrays, paths and lists equals the evaluation path, its contract and
 errors; ``predict_many`` on a stream of images in batches, one named result per image, pulling no more than one batch
-ahead; ``Detections.to_dict``/``to_json``."""
+ahead; ``Detections.to_dict``/``to_json``; tiles, test scales and flip through the Detector."""
 import time
 import cv2
 import numpy as np
@@ -257,10 +257,10 @@ def test_tiles_scales_and_flip_combine_and_stay_in_the_photo(detector):
     assert len(found) > 0 and (found.boxes >= 0).all()
     assert (found.boxes[:, [0, 2]] <= 150).all() and (found.boxes[:, [1, 3]] <= 100).all()
     assert (np.diff(found.scores) <= 0).all()
-    frame = detector.predict_frame(image, 0.2, test=detector.test_time(tile=96, scales=[0.75]))
+    frame = detector.predict_frame(image, 0.2, passes=detector.passes(tile=96, scales=[0.75]))
     assert len(frame.detections) > 0 and frame.times["model"] > 0
     with pytest.raises(ValueError, match="heatmap"):
-        detector.predict_frame(image, 0.2, heatmap=True, test=detector.test_time(tile=96))
+        detector.predict_frame(image, 0.2, heatmap=True, passes=detector.passes(tile=96))
 
 
 def test_a_fixed_input_network_refuses_test_scales_but_takes_tiles(detector, monkeypatch):
@@ -268,5 +268,5 @@ def test_a_fixed_input_network_refuses_test_scales_but_takes_tiles(detector, mon
 
     monkeypatch.setattr(type(detector), "fixed_input", property(lambda self: True))
     with pytest.raises(OptionError, match="--test_scales: .* takes 128 px inputs only"):
-        detector.test_time(scales=[1, 1.25], flags={"scales": "--test_scales"})
+        detector.passes(scales=[1, 1.25], flags={"scales": "--test_scales"})
     assert len(detector.predict(make_image(200, 300), conf=0.2, tile=96)) > 0

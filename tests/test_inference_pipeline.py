@@ -1,5 +1,7 @@
 """Around the network (``detector/inference/pipeline.py``): bfloat16 inference close to fp32, the predictor's
-precision option and an unknown precision refused."""
+precision option and an unknown precision refused; the test-time passes: the tile grid, tiles and scales mapped back
+to photo pixels (a stand-in network that finds a painted square), soft-NMS against its formula box by box, the
+merges of scales and tiles, bad values refused."""
 import math
 
 import numpy as np
@@ -115,34 +117,34 @@ def test_the_tiles_cover_the_photo_edges_included_with_the_asked_overlap(width, 
 
 
 def test_a_box_found_in_a_tile_maps_back_to_the_photo_exactly():
-    from detector.inference.pipeline import TestTime, detect_tiles
+    from detector.inference.pipeline import Passes, detect_tiles
 
     box = (203, 141, 231, 170)  # inside the second tile column and row only
     photo = _photo_with_a_square(400, 300, box)
-    found = detect_tiles(_bright_box_run, photo, TestTime(tile=128, overlap=0.25), size=128, k=10)
+    found = detect_tiles(_bright_box_run, photo, Passes(tile=128, overlap=0.25), size=128, k=10)
     assert found["boxes"].tolist() == [list(map(float, box))]
 
 
 def test_a_box_cut_by_tile_borders_is_one_detection_after_the_merge():
-    from detector.inference.pipeline import TestTime, detect_tiles
+    from detector.inference.pipeline import Passes, detect_tiles
 
     box = (100, 100, 150, 130)  # crosses the border of the tiles starting at 0 and 96 (overlap 0.25 of 128)
     photo = _photo_with_a_square(400, 300, box)
-    found = detect_tiles(_bright_box_run, photo, TestTime(tile=128, overlap=0.25), size=128, k=10)
+    found = detect_tiles(_bright_box_run, photo, Passes(tile=128, overlap=0.25), size=128, k=10)
     assert found["boxes"].tolist() == [list(map(float, box))]  # the whole box; the fragments merged into it
 
 
 def test_an_object_wider_than_the_overlap_is_the_union_of_its_fragments():
-    from detector.inference.pipeline import TestTime, detect_tiles
+    from detector.inference.pipeline import Passes, detect_tiles
 
     box = (203, 141, 231, 170)  # tiles start at 102 and 204 (overlap 0.2): each holds a part of the square only
     photo = _photo_with_a_square(400, 300, box)
-    found = detect_tiles(_bright_box_run, photo, TestTime(tile=128, overlap=0.2), size=128, k=10)
+    found = detect_tiles(_bright_box_run, photo, Passes(tile=128, overlap=0.2), size=128, k=10)
     assert found["boxes"].tolist() == [list(map(float, box))]
 
 
 def test_the_evaluation_path_tiles_its_original_resolution_batch_and_maps_back():
-    from detector.inference.pipeline import TestTime, detect_test_time
+    from detector.inference.pipeline import Passes, detect_passes
 
     box = (203, 141, 231, 170)
     images = torch.full((2, 3, 320, 416), 255, dtype=torch.uint8)  # padded to 32 like the eval batch (bright: the
@@ -150,7 +152,7 @@ def test_the_evaluation_path_tiles_its_original_resolution_batch_and_maps_back()
     images[0, :, :300, :400] = to_chw(_photo_with_a_square(400, 300, box))
     images[1, :, :100, :90] = 60
     meta = torch.tensor([[1.0, 1.0, 400.0, 300.0], [1.0, 1.0, 90.0, 100.0]])
-    found = detect_test_time(_bright_box_run, images, meta, TestTime(tile=128, overlap=0.25), size=128, k=10)
+    found = detect_passes(_bright_box_run, images, meta, Passes(tile=128, overlap=0.25), size=128, k=10)
     assert found["boxes"][0, 0].tolist() == list(map(float, box)) and found["scores"][1].max() == 0
 
 
@@ -253,7 +255,7 @@ def test_merging_tiles_drops_the_duplicates_of_other_tiles_only():
                                            ({"overlap": -0.1}, "overlap -0.1"), ({"scales": [1, 0]}, "scales 0")])
 def test_bad_test_time_values_are_refused_naming_the_option(kwargs, words):
     from detector.errors import OptionError
-    from detector.inference.pipeline import test_time
+    from detector.inference.pipeline import check_passes
 
     with pytest.raises(OptionError, match=words):
-        test_time(**kwargs)
+        check_passes(**kwargs)

@@ -21,7 +21,7 @@ from detector.demo.outputs import ImageSink, ResultFiles, VideoSink
 from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DemoError
 from detector.inference.detectors import BaseDetector
-from detector.inference.pipeline import TestTime
+from detector.inference.pipeline import Passes
 from detector.inference.sources import ImageSource, VideoSource, warn
 from detector.visualize import annotate, draw_fps
 
@@ -118,7 +118,7 @@ class DemoOptions:
     heatmap: bool = False
     show: bool = False
     agnostic: bool = False
-    test: TestTime | None = None  # flip, test scales, tiles (``BaseDetector.test_time``)
+    passes: Passes | None = None  # flip, test scales, tiles (``BaseDetector.passes``)
 
 
 class FpsMeter:
@@ -178,7 +178,7 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
         image = item.image
         stages["read"] += time.perf_counter() - tick
         result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
-                                        agnostic=options.agnostic, test=options.test)
+                                        agnostic=options.agnostic, passes=options.passes)
         for stage, seconds in result.times.items():
             stages[stage] += seconds
         tick = time.perf_counter()

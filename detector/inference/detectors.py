@@ -23,9 +23,9 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult
 from detector.errors import DeviceError, ExportError, OptionError, QuantizationError
 from detector.images import ImageInput, as_image
 from detector.inference.export import read_onnx_description
-from detector.inference.pipeline import (TILE_OVERLAP, Precision, TestTime, check_precision, detect_scales,
-                                         detect_tiles, forward_images, postprocess, resolve_classes,
-                                         stack_detections, test_time, to_detections)
+from detector.inference.pipeline import (TILE_OVERLAP, Passes, Precision, check_passes, check_precision,
+                                         detect_scales, detect_tiles, forward_images, postprocess, resolve_classes,
+                                         stack_detections, to_detections)
 from detector.inference.quantize import int8_network
 from detector.inference.runtime import fp32_network, open_session
 from detector.inference.sources import iter_images
@@ -89,7 +89,7 @@ class BaseDetector(ABC):
         images = [as_image(item) for item in x] if isinstance(x, list) else [as_image(x)]
         if not images:
             raise ValueError("predict got an empty list of images")
-        test = self.test_time(flip, scales, tile, overlap, whole)
+        test = self.passes(flip, scales, tile, overlap, whole)
         detections, _, _ = self.detect(images, test)
         results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names), agnostic)
         return results if isinstance(x, list) else results[0]
@@ -109,7 +109,7 @@ class BaseDetector(ABC):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         classes = resolve_classes(classes, self.class_names)
-        test = self.test_time(flip, scales, tile, overlap, whole)
+        test = self.passes(flip, scales, tile, overlap, whole)
         items = iter_images(source)
         while chunk := list(itertools.islice(items, batch_size)):
             detections, _, _ = self.detect([as_image(image) for _, image in chunk], test)
@@ -118,12 +118,12 @@ class BaseDetector(ABC):
 
     def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
                       flip: bool = False, heatmap: bool = False, agnostic: bool = False,
-                      test: TestTime | None = None) -> FrameResult:
+                      passes: Passes | None = None) -> FrameResult:
         """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``).
-        ``test``: scales and tiles (:meth:`test_time`; its flip replaces ``flip``); with them the letterboxing of
+        ``passes``: scales and tiles (:meth:`passes`; its flip replaces ``flip``); with them the letterboxing of
         the passes counts as ``decode``, and there is no heatmap."""
         start = time.perf_counter()
-        test = test or TestTime(flip)
+        test = passes or Passes(flip)
         if test.plain:
             batch, meta = self.prepare([image])
             prepared = time.perf_counter()
@@ -136,12 +136,12 @@ class BaseDetector(ABC):
         times["decode"] = time.perf_counter() - prepared - model_time
         return FrameResult(detections, heat, times)
 
-    def test_time(self, flip: bool = False, scales: Sequence[float] | None = None, tile: int | None = None,
+    def passes(self, flip: bool = False, scales: Sequence[float] | None = None, tile: int | None = None,
                   overlap: float = TILE_OVERLAP, whole: bool = False,
-                  flags: dict[str, str] | None = None) -> TestTime:
-        """The checked test-time passes (``pipeline.test_time``; ``flags``: the names errors give the options); scales
-        other than 1 refused where the network's input is fixed (an ONNX file, ONNX Runtime)."""
-        test = test_time(flip, scales, tile, overlap, whole, flags)
+                  flags: dict[str, str] | None = None) -> Passes:
+        """The checked test-time passes (``pipeline.check_passes``; ``flags``: the names errors give the options);
+        scales other than 1 refused where the network's input is fixed (an ONNX file, ONNX Runtime)."""
+        test = check_passes(flip, scales, tile, overlap, whole, flags)
         if tuple(test.scales) != (1.0,) and self.fixed_input:
             name = (flags or {}).get("scales", "scales")
             raise OptionError(f"{name}: this detector's network (ONNX Runtime) takes {self.input_size} px inputs only; "
@@ -153,7 +153,7 @@ class BaseDetector(ABC):
         """Whether the network takes only ``input_size`` inputs (no test scales)."""
         return False
 
-    def detect(self, images: list[np.ndarray], test: TestTime,
+    def detect(self, images: list[np.ndarray], test: Passes,
                heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
         """RGB uint8 images through ``test``'s passes -> (batched ``postprocess``-style dict in original pixels, the
         first image's heatmap for a plain pass if asked, seconds spent in the network)."""

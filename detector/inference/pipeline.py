@@ -11,7 +11,7 @@ class filter, optional class-agnostic suppression of same-place duplicates).
 AMX, and GPUs that support it; decoding stays float32). This module is the one place inference sets autocast. For
 speed, run a network prepared by ``detector.model.fuse.prepare_for_inference`` (BatchNorm folded, channels_last).
 
-Test time (:class:`TestTime`), around a ``run(batch, meta) -> postprocess dict`` of the caller (the network with its
+Test time (:class:`Passes`), around a ``run(batch, meta) -> postprocess dict`` of the caller (the network with its
 flip): :func:`detect_scales` runs the letterboxed batch resized by each scale and merges the scales as the paper's
 code does (per class Gaussian :func:`soft_nms`, then the top K); :func:`detect_tiles` cuts one photo into
 overlapping tiles (:func:`tile_windows`), letterboxes each to the input size, runs them as batches, shifts the boxes
@@ -176,7 +176,7 @@ def to_detections(detections: dict[str, torch.Tensor], class_names: Sequence[str
 # test time: scales and tiles --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class TestTime:
+class Passes:
     """The test-time passes of a detection: ``flip`` (the mirror averaged in each pass), ``scales`` (the letterboxed
     input resized by each; several are merged by soft-NMS), ``tile`` (None, or the side in photo pixels of the
     overlapping tiles cut from each photo), ``overlap`` (the fraction of a tile its neighbour shares) and ``whole``
@@ -194,9 +194,9 @@ class TestTime:
         return self.tile is None and tuple(self.scales) == (1.0,)
 
 
-def test_time(flip: bool = False, scales: Sequence[float] | None = None, tile: int | None = None,
-              overlap: float = TILE_OVERLAP, whole: bool = False, flags: dict[str, str] | None = None) -> TestTime:
-    """A checked :class:`TestTime`: :class:`OptionError` naming the flag (``flags`` maps ``tile``, ``overlap``,
+def check_passes(flip: bool = False, scales: Sequence[float] | None = None, tile: int | None = None,
+                 overlap: float = TILE_OVERLAP, whole: bool = False, flags: dict[str, str] | None = None) -> Passes:
+    """A checked :class:`Passes`: :class:`OptionError` naming the flag (``flags`` maps ``tile``, ``overlap``,
     ``scales`` to the caller's names, e.g. ``--tile``) for a tile under ``MIN_TILE`` pixels, an overlap outside
     [0, 1) or a scale <= 0."""
     names = {"tile": "tile", "overlap": "overlap", "scales": "scales", **(flags or {})}
@@ -210,7 +210,7 @@ def test_time(flip: bool = False, scales: Sequence[float] | None = None, tile: i
     bad = [s for s in scales if not s > 0]
     if bad:
         raise OptionError(f"{names['scales']} {bad[0]}: a test scale is above 0 (e.g. 0.75 1 1.25)")
-    return TestTime(flip, scales, tile, overlap, whole)
+    return Passes(flip, scales, tile, overlap, whole)
 
 
 def scaled_size(size: int, scale: float) -> int:
@@ -386,7 +386,7 @@ def _touches_inner_border(boxes: torch.Tensor, window: np.ndarray, width: int, h
             | ((boxes[:, 2] >= x1 - 1) & (x1 < width)) | ((boxes[:, 3] >= y1 - 1) & (y1 < height)))
 
 
-def detect_tiles(run: Run, image: np.ndarray, test: TestTime, size: int, k: int) -> dict[str, torch.Tensor]:
+def detect_tiles(run: Run, image: np.ndarray, test: Passes, size: int, k: int) -> dict[str, torch.Tensor]:
     """One ``[H, W, 3]`` uint8 photo cut into ``test.tile`` tiles (and, with ``test.whole``, the whole photo),
     each letterboxed to ``size`` and run ``TILE_BATCH`` at a time through :func:`detect_scales` with ``test.scales``;
     the boxes shifted to photo pixels and merged (:func:`merge_tiles`). Returns ``boxes [N, 4]``, ``scores [N]``,
@@ -410,8 +410,8 @@ def detect_tiles(run: Run, image: np.ndarray, test: TestTime, size: int, k: int)
     return merge_tiles(found)
 
 
-def detect_test_time(run: Run, images: torch.Tensor, meta: torch.Tensor, test: TestTime, size: int,
-                     k: int) -> dict[str, torch.Tensor]:
+def detect_passes(run: Run, images: torch.Tensor, meta: torch.Tensor, test: Passes, size: int,
+                  k: int) -> dict[str, torch.Tensor]:
     """A letterboxed uint8 batch and its ``meta`` through ``test``'s passes -> a ``postprocess``-style dict ``[B, K]``
     in original pixels. With tiles, each image's letterboxed content is tiled (tile sides in its pixels: give
     original-resolution inputs, scale 1, for tiles of photo pixels), each tile letterboxed to ``size``, and K is the

@@ -12,7 +12,7 @@ from detector.checkpoint import build_model, check_classes, load_checkpoint, rea
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import EvalResult
 from detector.errors import OptionError
-from detector.inference.pipeline import TILE_OVERLAP, test_time
+from detector.inference.pipeline import TILE_OVERLAP, check_passes
 from detector.overwrite import Outputs
 from detector.plots import CONFUSION_CSV, CONFUSION_PNG, PR_CURVE_PNG, RESULTS_CSV, save_evaluation
 from detector.training.module import CenterNetModule
@@ -65,8 +65,8 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     Returns the :class:`EvalResult` (on every process). Raises :class:`CheckpointError` for a checkpoint that is not
     ours or was trained on other classes, ``DatasetError`` for unusable data.
     """
-    test = test_time(flip_test, test_scales, tile, tile_overlap, tile_whole,
-                     {"tile": "tile", "overlap": "tile_overlap", "scales": "test_scales"})
+    passes = check_passes(flip_test, test_scales, tile, tile_overlap, tile_whole,
+                          {"tile": "tile", "overlap": "tile_overlap", "scales": "test_scales"})
     state = load_checkpoint(checkpoint)
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
@@ -83,7 +83,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     model = CenterNetModule.around(network, description, flip_test=flip_test, nms_iou=nms_iou,
                                    voc07=options.get("dataset") == "voc")
     model.results_path = str(results) if results else None
-    model.test_time = test
+    model.passes = passes
     with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                              precision=precision, default_root_dir=str(Path(checkpoint).parent))
