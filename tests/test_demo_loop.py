@@ -1,5 +1,5 @@
 """The demo's loop (``detector/demo/loop.py``): tools/demo.py on a video, a folder, bad sources and outputs; Ctrl-C;
-the headless check."""
+the headless check; the demo's tiles, test scales and flip."""
 import os
 import subprocess
 import sys
@@ -124,3 +124,22 @@ def test_headless_opencv_and_missing_display_are_explained(monkeypatch):
     if "GUI:                           NONE" not in cv2.getBuildInformation():
         assert "DISPLAY" in display_problem()
     assert open_window(show=False) is None
+
+
+def test_the_demo_runs_its_passes_as_the_detector_does(checkpoint, tmp_path, capsys):
+    """``centernet demo --tile --test_scales --flip_test`` in this process: its --save_json holds
+    ``Detector.predict`` with the same passes."""
+    import json
+
+    from detector.cli import run
+
+    image = make_image(100, 150)
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert run("demo", ["--checkpoint", str(checkpoint), "--source", str(tmp_path / "photo.png"), "--show", "false",
+                        "--device", "cpu", "--tile", "96", "--test_scales", "1", "1.25", "--flip_test", "true",
+                        "--save_json", str(tmp_path / "found.json")]) == 0
+    saved = json.loads((tmp_path / "found.json").read_text())
+    expected = Detector.from_checkpoint(checkpoint, device="cpu").predict(image, tile=96, scales=[1, 1.25], flip=True)
+    assert len(saved) == len(expected) > 0
+    np.testing.assert_allclose([d["score"] for d in saved], expected.scores, atol=1e-4)
+    np.testing.assert_allclose([d["bbox"][0] for d in saved], expected.boxes[:, 0], atol=1e-2)
