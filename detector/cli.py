@@ -95,6 +95,7 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
 
     from detector.checkpoint import load_checkpoint
     from detector.data.detect import argument_value, with_detected_dataset
+    from detector.inference.pipeline import check_passes
     from detector.training.evaluate import eval_output_folder, evaluate
 
     args = with_detected_dataset(list(sys.argv[1:] if args is None else args))
@@ -102,11 +103,14 @@ def eval_main(args: list[str] | None = None) -> dict[str, float]:
     parser = eval_parser(load_checkpoint(path) if path else None, prog=command_name("eval"))
     config = parser.parse_args(args)
     check_nms_iou(config.nms_iou, "--nms_iou")
+    check_passes(config.flip_test, config.test_scales, config.tile, config.tile_overlap, config.tile_whole,
+                 PASS_FLAGS)
     output = config.output or eval_output_folder(config.checkpoint)
     result = evaluate(config.checkpoint, config.data.as_dict(), flip_test=config.flip_test, nms_iou=config.nms_iou,
                       results=config.results, accelerator=config.accelerator, devices=config.devices,
                       strategy=config.strategy, precision=config.precision, output=output,
-                      exist_ok=config.exist_ok)
+                      exist_ok=config.exist_ok, test_scales=config.test_scales, tile=config.tile,
+                      tile_overlap=config.tile_overlap, tile_whole=config.tile_whole)
     if rank_zero_only.rank == 0:
         print("\n" + result.table(config.checkpoint))
         if config.results:
@@ -129,6 +133,7 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     parser.add_argument("--checkpoint", type=str, required=True, help="a .ckpt written by centernet train")
     parser.add_class_arguments(DetectionDataModule, "data", skip=TRAIN_ONLY_DATA_OPTIONS)
     parser.add_argument("--flip_test", type=bool, default=False, help="average each image with its mirror")
+    add_passes_arguments(parser, "evaluated at its original resolution (--data.eval_size is then ignored)")
     parser.add_argument("--nms_iou", type=float | None, default=None, help="class-wise NMS IoU after decoding")
     parser.add_argument("--results", type=str | None, default=None,
                         help="write the detections here as a COCO results json (dataset category ids)")
@@ -146,6 +151,25 @@ def eval_parser(checkpoint: dict | None = None, prog: str = "centernet eval") ->
     else:
         parser.set_defaults({f"data.{k}": v for k, v in training_data_options(checkpoint).items() if k in known})
     return parser
+
+
+def add_passes_arguments(parser: ArgumentParser, photo: str) -> None:
+    """``--test_scales``, ``--tile``, ``--tile_overlap``, ``--tile_whole`` (``inference.pipeline.Passes``); ``photo``:
+    what the command does to the photo for tiles."""
+    parser.add_argument("--test_scales", type=float, nargs="+", default=None,
+                        help="multi-scale test: run each image resized by each scale (e.g. 0.75 1 1.25; sides rounded "
+                             "to multiples of 32) and merge them by soft-NMS, as the paper's code does (torch only)")
+    parser.add_argument("--tile", type=int | None, default=None,
+                        help="sliced inference for small objects in large photos: cut each photo into overlapping "
+                             f"tiles of this many pixels (at least 32), each letterboxed to the input size; {photo}")
+    parser.add_argument("--tile_overlap", type=float, default=0.2,
+                        help="with --tile: the fraction of a tile its neighbour shares, in [0, 1)")
+    parser.add_argument("--tile_whole", type=bool, default=False,
+                        help="with --tile: also detect on the whole photo (for the objects larger than a tile)")
+
+
+# The names the errors of ``inference.pipeline.check_passes`` give its options, in the eval and demo commands.
+PASS_FLAGS = {"tile": "--tile", "overlap": "--tile_overlap", "scales": "--test_scales"}
 
 
 def demo_parser() -> ArgumentParser:
@@ -172,6 +196,9 @@ def demo_parser() -> ArgumentParser:
                         help="overlay the class heatmaps (of --classes if given; torch backend)")
     parser.add_argument("--agnostic", type=bool, nargs="?", const=True, default=False,
                         help="class-agnostic suppression: of boxes of different classes on one object, keep the best")
+    parser.add_argument("--flip_test", type=bool, default=False,
+                        help="average each frame with its mirror (torch backend; about twice the network time)")
+    add_passes_arguments(parser, "for photos, not for real-time video")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str | None, default=None,
@@ -204,7 +231,7 @@ def demo_main(args: list[str] | None = None) -> None:
     from detector.demo.loop import DemoOptions, run_demo
     from detector.demo.outputs import check_results, open_results, open_sink, output_guard
     from detector.inference.detectors import Detector, OnnxDetector, pick_device
-    from detector.inference.pipeline import resolve_classes
+    from detector.inference.pipeline import check_passes, resolve_classes
     from detector.inference.sources import open_source
 
     parser = demo_parser()
@@ -213,9 +240,13 @@ def demo_main(args: list[str] | None = None) -> None:
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
     if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision == "bf16"
-                                     or config.device not in (None, "cpu")):
+                                     or config.device not in (None, "cpu") or config.flip_test):
         parser.error("--backend onnx needs --onnx model.onnx, runs on the CPU in fp32 or int8 (no --device cuda, "
-                     "no --precision bf16) and cannot draw --heatmap")
+                     "no --precision bf16) and cannot draw --heatmap or run --flip_test")
+    if config.heatmap and (config.tile or config.test_scales):
+        parser.error("--heatmap draws one pass of the network: leave out --tile and --test_scales to draw it")
+    check_passes(config.flip_test, config.test_scales, config.tile, config.tile_overlap, config.tile_whole,
+                 PASS_FLAGS)
     if config.threads:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
@@ -239,8 +270,10 @@ def demo_main(args: list[str] | None = None) -> None:
         by = f", network run by {detector.runtime}" if detector.runtime != "torch" and precision == "fp32" else ""
         print(f"device: {describe_device(device)}; torch backend, {precision}{by}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
+    passes = detector.passes(config.flip_test, config.test_scales, config.tile, config.tile_overlap,
+                             config.tile_whole, PASS_FLAGS)
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
-                          agnostic=config.agnostic)
+                          agnostic=config.agnostic, passes=passes)
     results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores,
                            guard)
     report = run_demo(detector, source, sink, options, results)

@@ -1,6 +1,6 @@
 """The demo's loop (``detector/demo/loop.py``): tools/demo.py on a video, a folder, bad sources and outputs; Ctrl-C;
 the headless check; frames read and written in threads (the same outputs as in sequence, bounded queues, a camera's
-newest frame, errors of either thread reaching the user, q)."""
+newest frame, errors of either thread reaching the user, q); the demo's tiles, test scales and flip."""
 import json
 import os
 import subprocess
@@ -303,3 +303,20 @@ def test_quitting_writes_every_frame_shown_and_stops_both_threads(monkeypatch):
     report = run_demo(StubDetector(), source, sink, DemoOptions(show=True))
     assert report.stopped == "quit" and report.frames == 3
     assert sink.written == [0, 1, 2] and sink.closed and source.closed and not demo_threads()
+
+
+def test_the_demo_runs_its_passes_as_the_detector_does(checkpoint, tmp_path, capsys):
+    """``centernet demo --tile --test_scales --flip_test`` in this process: its --save_json holds
+    ``Detector.predict`` with the same passes."""
+    from detector.cli import run
+
+    image = make_image(100, 150)
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert run("demo", ["--checkpoint", str(checkpoint), "--source", str(tmp_path / "photo.png"), "--show", "false",
+                        "--device", "cpu", "--tile", "96", "--test_scales", "1", "1.25", "--flip_test", "true",
+                        "--save_json", str(tmp_path / "found.json")]) == 0
+    saved = json.loads((tmp_path / "found.json").read_text())
+    expected = Detector.from_checkpoint(checkpoint, device="cpu").predict(image, tile=96, scales=[1, 1.25], flip=True)
+    assert len(saved) == len(expected) > 0
+    np.testing.assert_allclose([d["score"] for d in saved], expected.scores, atol=1e-4)
+    np.testing.assert_allclose([d["bbox"][0] for d in saved], expected.boxes[:, 0], atol=1e-2)

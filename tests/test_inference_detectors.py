@@ -1,6 +1,6 @@
 """The Detector API: ``Detector.predict`` on arrays, paths and lists equals the evaluation path, its contract and
 errors; ``predict_many`` on a stream of images in batches, one named result per image, pulling no more than one batch
-ahead; ``Detections.to_dict``/``to_json``."""
+ahead; ``Detections.to_dict``/``to_json``; tiles, test scales and flip through the Detector."""
 import time
 import cv2
 import numpy as np
@@ -247,3 +247,32 @@ def test_nothing_to_read_names_the_source(detector, tmp_path):
         next(detector.predict_many(tmp_path / "missing" / "*.jpg"))
     with pytest.raises(ValueError, match="batch_size"):
         next(detector.predict_many([make_image(40, 40)], batch_size=0))
+
+
+def test_one_tile_over_the_whole_photo_and_the_scale_1_are_the_plain_prediction(detector):
+    image = make_image(90, 140)
+    plain = detector.predict(image, conf=0.1)
+    for tiled in (detector.predict(image, conf=0.1, tile=140), detector.predict(image, conf=0.1, scales=[1])):
+        np.testing.assert_allclose(tiled.boxes, plain.boxes, atol=1e-4)
+        np.testing.assert_allclose(tiled.scores, plain.scores, atol=1e-6)
+
+
+def test_tiles_scales_and_flip_combine_and_stay_in_the_photo(detector):
+    image = make_image(100, 150)
+    found = detector.predict([image], conf=0.2, tile=96, overlap=0.25, whole=True, scales=[0.75, 1.25], flip=True)[0]
+    assert len(found) > 0 and (found.boxes >= 0).all()
+    assert (found.boxes[:, [0, 2]] <= 150).all() and (found.boxes[:, [1, 3]] <= 100).all()
+    assert (np.diff(found.scores) <= 0).all()
+    frame = detector.predict_frame(image, 0.2, passes=detector.passes(tile=96, scales=[0.75]))
+    assert len(frame.detections) > 0 and frame.times["model"] > 0
+    with pytest.raises(ValueError, match="heatmap"):
+        detector.predict_frame(image, 0.2, heatmap=True, passes=detector.passes(tile=96))
+
+
+def test_a_fixed_input_network_refuses_test_scales_but_takes_tiles(detector, monkeypatch):
+    from detector.errors import OptionError
+
+    monkeypatch.setattr(type(detector), "fixed_input", property(lambda self: True))
+    with pytest.raises(OptionError, match="--test_scales: .* takes 128 px inputs only"):
+        detector.passes(scales=[1, 1.25], flags={"scales": "--test_scales"})
+    assert len(detector.predict(make_image(200, 300), conf=0.2, tile=96)) > 0

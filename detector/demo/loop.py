@@ -30,6 +30,7 @@ from detector.demo.outputs import ImageSink, ResultFiles, VideoSink
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections
 from detector.errors import DemoError
 from detector.inference.detectors import BaseDetector
+from detector.inference.pipeline import Passes
 from detector.inference.sources import Frame, ImageSource, VideoSource, warn
 from detector.visualize import annotate, draw_fps
 
@@ -123,13 +124,15 @@ class DemoReport:
 @dataclass
 class DemoOptions:
     """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay (of the
-    chosen classes), whether to try to show a window, and class-agnostic suppression of same-place duplicates."""
+    chosen classes), whether to try to show a window, class-agnostic suppression of same-place duplicates, and the
+    test-time passes (flip, test scales, tiles)."""
 
     conf: float = DEFAULT_SCORE_THRESHOLD
     classes: list[int] | None = None
     heatmap: bool = False
     show: bool = False
     agnostic: bool = False
+    passes: Passes | None = None  # flip, test scales, tiles (``BaseDetector.passes``)
 
 
 class FpsMeter:
@@ -332,7 +335,7 @@ def _loop(detector: BaseDetector, source, frames, window: Window | None, progres
         image = item.image
         stages["read"] += time.perf_counter() - tick
         result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
-                                        agnostic=options.agnostic)
+                                        agnostic=options.agnostic, passes=options.passes)
         for stage, seconds in result.times.items():
             stages[stage] += seconds
         tick = time.perf_counter()

@@ -20,13 +20,14 @@ import torch
 
 from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.detections import DEFAULT_SCORE_THRESHOLD, Detections, FrameResult, Prediction
-from detector.errors import DeviceError, ExportError, QuantizationError
+from detector.errors import DeviceError, ExportError, OptionError, QuantizationError
 from detector.images import ImageInput, as_image
 from detector.inference.cache import file_digest
 from detector.inference.export import read_onnx_description
 from detector.inference.fastest import EXPORTED_RUNTIMES, check_runtime, pick_runtime, runtime_network
-from detector.inference.pipeline import (Precision, check_precision, forward_images, postprocess, resolve_classes,
-                                         to_detections)
+from detector.inference.pipeline import (TILE_OVERLAP, Passes, Precision, check_passes, check_precision,
+                                         detect_scales, detect_tiles, forward_images, postprocess, resolve_classes,
+                                         stack_detections, to_detections)
 from detector.inference.quantize import int8_network
 from detector.inference.runtime import open_session
 from detector.inference.sources import iter_images
@@ -67,29 +68,39 @@ class BaseDetector(ABC):
     class_names: list[str]
     input_size: int
     category_ids: list[int] | None = None
+    max_detections: int = 100
 
     def predict(self, x: ImageInput | list[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
-                classes: Sequence[int | str] | int | str | None = None,
-                agnostic: bool = False) -> Detections | list[Detections]:
+                classes: Sequence[int | str] | int | str | None = None, agnostic: bool = False,
+                tile: int | None = None, overlap: float = TILE_OVERLAP, whole: bool = False,
+                scales: Sequence[float] | None = None) -> Detections | list[Detections]:
         """Detect objects in one image or a list of images (run as one batch).
 
         ``x``: an ``[H, W, 3]`` uint8 RGB array, an image path, or a list of them. Returns :class:`Detections`
         (a list of them for a list) with ``score >= conf``, optionally only of ``classes`` (names or indices, or
         one of them). ``flip``: average with the mirrored image (test-time augmentation, as in evaluation).
         ``agnostic``: of detections of different classes in one place, keep the best (``suppress_duplicates``).
+        ``tile``: cut each photo into overlapping tiles of this many photo pixels (at least 32; ``overlap``: the
+        fraction of a tile its neighbour shares, in [0, 1)), each letterboxed to the input size and run as a batch,
+        the boxes mapped back and the duplicates across tile borders merged (``pipeline.merge_tiles``); ``whole``:
+        the whole photo letterboxed too. For small objects in large photos; every detection is kept up to ``conf``
+        (no top-K over the photo). ``scales``: run the letterboxed input resized by each scale (e.g. ``[0.75, 1,
+        1.25]``; sides rounded to multiples of 32), merged by soft-NMS as the paper's code does
+        (``pipeline.detect_scales``; the torch network only). Scales, flip and tiles combine.
         """
         images = [as_image(item) for item in x] if isinstance(x, list) else [as_image(x)]
         if not images:
             raise ValueError("predict got an empty list of images")
-        batch, meta = self.prepare(images)
-        detections, _, _ = self.infer(batch, meta, flip)
+        test = self.passes(flip, scales, tile, overlap, whole)
+        detections, _, _ = self.detect(images, test)
         results = self.to_detections(detections, conf, resolve_classes(classes, self.class_names), agnostic)
         return results if isinstance(x, list) else results[0]
 
     def predict_many(self, source: str | Path | Iterable[ImageInput], batch_size: int = 8,
                      conf: float = DEFAULT_SCORE_THRESHOLD, flip: bool = False,
-                     classes: Sequence[int | str] | int | str | None = None,
-                     agnostic: bool = False) -> Iterator[Prediction]:
+                     classes: Sequence[int | str] | int | str | None = None, agnostic: bool = False,
+                     tile: int | None = None, overlap: float = TILE_OVERLAP, whole: bool = False,
+                     scales: Sequence[float] | None = None) -> Iterator[Prediction]:
         """Detect objects in many images, ``batch_size`` at a time, yielding one :class:`Prediction` per image in
         order as soon as its batch is done (memory stays flat however many images ``source`` holds).
 
@@ -100,24 +111,70 @@ class BaseDetector(ABC):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         classes = resolve_classes(classes, self.class_names)
+        test = self.passes(flip, scales, tile, overlap, whole)
         items = iter_images(source)
         while chunk := list(itertools.islice(items, batch_size)):
-            batch, meta = self.prepare([as_image(image) for _, image in chunk])
-            detections, _, _ = self.infer(batch, meta, flip)
+            detections, _, _ = self.detect([as_image(image) for _, image in chunk], test)
             for (name, _), result in zip(chunk, self.to_detections(detections, conf, classes, agnostic)):
                 yield Prediction(name, result)
 
     def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
-                      flip: bool = False, heatmap: bool = False, agnostic: bool = False) -> FrameResult:
-        """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``)."""
+                      flip: bool = False, heatmap: bool = False, agnostic: bool = False,
+                      passes: Passes | None = None) -> FrameResult:
+        """One ``[H, W, 3]`` uint8 RGB frame, timed by stage; ``classes``: indices (see ``resolve_classes``).
+        ``passes``: scales and tiles (:meth:`passes`; its flip replaces ``flip``); with them the letterboxing of
+        the passes counts as ``decode``, and there is no heatmap."""
         start = time.perf_counter()
-        batch, meta = self.prepare([image])
-        prepared = time.perf_counter()
-        detections, heat, model_time = self.infer(batch, meta, flip, heatmap)
+        test = passes or Passes(flip)
+        if test.plain:
+            batch, meta = self.prepare([image])
+            prepared = time.perf_counter()
+            detections, heat, model_time = self.infer(batch, meta, test.flip, heatmap)
+        else:
+            prepared = start
+            detections, heat, model_time = self.detect([image], test, heatmap)
         detections = self.to_detections(detections, conf, classes, agnostic)[0]
         times = {"preprocess": prepared - start, "model": model_time}
         times["decode"] = time.perf_counter() - prepared - model_time
         return FrameResult(detections, heat, times)
+
+    def passes(self, flip: bool = False, scales: Sequence[float] | None = None, tile: int | None = None,
+                  overlap: float = TILE_OVERLAP, whole: bool = False,
+                  flags: dict[str, str] | None = None) -> Passes:
+        """The checked test-time passes (``pipeline.check_passes``; ``flags``: the names errors give the options);
+        scales other than 1 refused where the network's input is fixed (an ONNX file, ONNX Runtime)."""
+        test = check_passes(flip, scales, tile, overlap, whole, flags)
+        if tuple(test.scales) != (1.0,) and self.fixed_input:
+            name = (flags or {}).get("scales", "scales")
+            raise OptionError(f"{name}: this detector's network (ONNX Runtime) takes {self.input_size} px inputs only; "
+                             "test scales need the torch network (tiles work)")
+        return test
+
+    @property
+    def fixed_input(self) -> bool:
+        """Whether the network takes only ``input_size`` inputs (no test scales)."""
+        return False
+
+    def detect(self, images: list[np.ndarray], test: Passes,
+               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
+        """RGB uint8 images through ``test``'s passes -> (batched ``postprocess``-style dict in original pixels, the
+        first image's heatmap for a plain pass if asked, seconds spent in the network)."""
+        if test.plain:
+            return self.infer(*self.prepare(images), test.flip, heatmap)
+        if heatmap:
+            raise ValueError("the heatmap shows one pass of the network: leave out tiles and test scales to draw it")
+        model_time = 0.0
+
+        def run(batch: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+            nonlocal model_time
+            detections, _, seconds = self.infer(batch, meta, test.flip)
+            model_time += seconds
+            return detections
+
+        if test.tile is None:
+            return detect_scales(run, *self.prepare(images), test.scales, self.max_detections), None, model_time
+        found = [detect_tiles(run, image, test, self.input_size, self.max_detections) for image in images]
+        return stack_detections(found), None, model_time
 
     def prepare(self, images: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB uint8 images -> letterboxed ``[B, 3, S, S]`` uint8 batch and ``meta [B, 4]`` float32."""
@@ -223,6 +280,10 @@ class Detector(BaseDetector):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def fixed_input(self) -> bool:
+        return self.runtime == "onnxruntime"
+
     @torch.inference_mode()
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:
@@ -246,7 +307,8 @@ class OnnxDetector(BaseDetector):
     """A model exported by ``detector.inference.export.export_onnx``, run with onnxruntime on the CPU.
 
     The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
-    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap.
+    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap, no test
+    scales (the input size is fixed); tiles work.
     ``precision``: the file's, ``"fp32"`` or ``"int8"`` (written by ``export --precision int8``). ``threads``:
     onnxruntime's intra-op threads (None: its default, one per core); they sleep rather than spin while waiting.
     """
@@ -268,6 +330,10 @@ class OnnxDetector(BaseDetector):
         self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01
         self.input_size = info["input_size"]
         self.precision = info.get("precision", "fp32")  # files exported before int8 were fp32
+
+    @property
+    def fixed_input(self) -> bool:
+        return True
 
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:

@@ -12,6 +12,7 @@ from detector.checkpoint import build_model, check_classes, load_checkpoint, rea
 from detector.data.datamodule import DetectionDataModule
 from detector.evaluation import EvalResult
 from detector.errors import OptionError
+from detector.inference.pipeline import TILE_OVERLAP, check_passes
 from detector.overwrite import Outputs
 from detector.plots import CONFUSION_CSV, CONFUSION_PNG, PR_CURVE_PNG, RESULTS_CSV, save_evaluation
 from detector.training.module import CenterNetModule
@@ -38,7 +39,8 @@ def eval_output_folder(checkpoint: str | Path) -> Path:
 def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_test: bool = False,
              nms_iou: float | None = None, results: str | Path | None = None, accelerator: str = "auto",
              devices: int = 1, strategy: str = "auto", precision: str | None = None,
-             output: str | Path | None = None, exist_ok: bool = False) -> EvalResult:
+             output: str | Path | None = None, exist_ok: bool = False, test_scales: list[float] | None = None,
+             tile: int | None = None, tile_overlap: float = TILE_OVERLAP, tile_whole: bool = False) -> EvalResult:
     """Evaluate ``checkpoint`` on a validation split with the COCO metric (and VOC07 mAP on VOC).
 
     Args:
@@ -51,6 +53,11 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
             into this folder (``detector.plots``; :func:`eval_output_folder` is the command's default). None: no files.
         accelerator, devices, strategy, precision: Lightning's; ``strategy="ddp"`` splits the images over
             ``devices`` processes, each image counted once.
+        test_scales: run each image resized by each of these scales and merge them by soft-NMS (the paper's
+            multi-scale test, ``inference.pipeline.detect_scales``); None: one scale.
+        tile, tile_overlap, tile_whole: cut each image at its original resolution (the data's ``eval_size`` is set
+            to None) into overlapping tiles of ``tile`` pixels letterboxed to the input size, and, with
+            ``tile_whole``, add the whole image (``inference.pipeline.detect_tiles``).
         exist_ok: replace an existing ``results`` file or ``output`` files. Never replaced, even so (the rule of
             ``detector.overwrite``, checked before the evaluation runs): the checkpoint, the data's files, any
             checkpoint, annotation or label file, and a training run's folder (its ``results.csv`` is the run's).
@@ -58,10 +65,14 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     Returns the :class:`EvalResult` (on every process). Raises :class:`CheckpointError` for a checkpoint that is not
     ours or was trained on other classes, ``DatasetError`` for unusable data.
     """
+    passes = check_passes(flip_test, test_scales, tile, tile_overlap, tile_whole,
+                          {"tile": "tile", "overlap": "tile_overlap", "scales": "test_scales"})
     state = load_checkpoint(checkpoint)
     known = inspect.signature(DetectionDataModule).parameters
     options = {k: v for k, v in training_data_options(state).items() if k in known}
     options.update(data or {})
+    if tile is not None:
+        options["eval_size"] = None  # tiles are cut from the photos themselves
     datamodule = DetectionDataModule(**options)
     datamodule.restore_split(state)  # a validation split held out at training: the same images
     datamodule.setup("validate")
@@ -72,6 +83,7 @@ def evaluate(checkpoint: str | Path, data: dict[str, Any] | None = None, flip_te
     model = CenterNetModule.around(network, description, flip_test=flip_test, nms_iou=nms_iou,
                                    voc07=options.get("dataset") == "voc")
     model.results_path = str(results) if results else None
+    model.passes = passes
     with quiet_lightning(EPOCH_LINE):  # a checkpoint's evaluation has no epoch; the caller prints the table
         trainer = pl.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, logger=False,
                              precision=precision, default_root_dir=str(Path(checkpoint).parent))

@@ -14,7 +14,7 @@ from detector.checkpoint import CHECKPOINT_KEY, ModelDescription, build_model, l
 from detector.decode import decode
 from detector.errors import OptionError
 from detector.evaluation import EvalResult, Evaluator
-from detector.inference.pipeline import forward_images, postprocess
+from detector.inference.pipeline import Passes, detect_passes, forward_images, postprocess
 from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.model.centernet import NeckName
@@ -138,6 +138,7 @@ class CenterNetModule(pl.LightningModule):
         self.nonfinite_steps = 0  # skipped steps in this run
         self._nonfinite_streak = 0
         self.results_path: str | None = None  # set by detector.training.evaluate.evaluate to write the detections json
+        self.passes: Passes | None = None  # set by evaluate: test scales and tiles (their flip is flip_test's)
         self.last_result: EvalResult | None = None
         self.evaluator: Evaluator | None = None
         self._loss_sums: torch.Tensor | None = None  # [TRAIN_LOSSES + 1]: the losses summed since the last row, steps
@@ -231,6 +232,8 @@ class CenterNetModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         hp = self.hparams
+        if self.passes is not None and not self.passes.plain:
+            return self._validate_passes(batch, replace(self.passes, flip=hp.flip_test))
         outputs = forward_images(self.model, self._images(batch), flip=hp.flip_test)
         if not hp.flip_test:  # the loss needs the plain outputs
             self.log("val/loss", self._loss(batch, outputs)["loss"], batch_size=batch["images"].shape[0],
@@ -240,6 +243,18 @@ class CenterNetModule(pl.LightningModule):
         self.evaluator.update(batch["image_ids"],
                               postprocess(outputs, batch["meta"], self.model.stride, hp.max_detections, hp.nms_iou),
                               image_sizes=batch["meta"][:, 2:4])
+
+    def _validate_passes(self, batch: dict, test: Passes) -> None:
+        """Validation through ``pipeline.detect_passes`` (test scales, tiles): no loss, no prediction grid."""
+        hp = self.hparams
+
+        def run(images: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+            images = images.to(self.device).contiguous(memory_format=torch.channels_last)
+            outputs = forward_images(self.model, images, flip=test.flip)
+            return postprocess(outputs, meta.to(self.device), self.model.stride, hp.max_detections, hp.nms_iou)
+
+        detections = detect_passes(run, batch["images"], batch["meta"], test, hp.input_size, hp.max_detections)
+        self.evaluator.update(batch["image_ids"], detections, image_sizes=batch["meta"][:, 2:4])
 
     def _log_prediction_grid(self, batch: dict, outputs: dict[str, torch.Tensor]) -> None:
         """A grid of the first validation images with their detections, to the logger (so one sees it learn)."""
@@ -273,7 +288,12 @@ class CenterNetModule(pl.LightningModule):
     def eval_description(self) -> str:
         eval_size = getattr(self.trainer.datamodule, "eval_size", self.hparams.input_size)
         resolution = f"letterbox {eval_size}" if eval_size else "original resolution padded to 32"
-        return f"evaluated at {resolution}{', flip test' if self.hparams.flip_test else ''}"
+        test = self.passes
+        scales = "" if test is None or tuple(test.scales) == (1.0,) else \
+            ", test scales " + " ".join(f"{s:g}" for s in test.scales)
+        tiles = "" if test is None or test.tile is None else \
+            f", tiles of {test.tile} px overlapping {test.overlap:g}{' + the whole photo' if test.whole else ''}"
+        return f"evaluated at {resolution}{', flip test' if self.hparams.flip_test else ''}{scales}{tiles}"
 
     # optimisation -----------------------------------------------------------------------------------------------
 

@@ -96,3 +96,24 @@ def test_export_prints_no_deprecation_warnings(fmt, tmp_path):
                       str(tmp_path / f"model.{fmt}"))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_eval_with_one_tile_per_photo_gives_the_plain_detections_and_names_its_passes(tmp_path, capsys):
+    """64 x 64 photos, --tile 64: one tile per photo, letterboxed to the input size as the plain evaluation does;
+    --test_scales 1 is one pass. The same detections; the table's title names the passes."""
+    import json
+
+    from detector.cli import run
+
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt")
+    val_json = write_coco_split(tmp_path)
+    data = ["--checkpoint", str(checkpoint), "--data.dataset", "coco", "--data.val_json", str(val_json),
+            "--data.val_images", str(tmp_path / "images"), "--data.num_workers", "0", "--data.input_size", "128",
+            "--accelerator", "cpu"]
+    assert run("eval", [*data, "--results", str(tmp_path / "plain.json"), "--output", str(tmp_path / "a")]) == 0
+    assert run("eval", [*data, "--results", str(tmp_path / "tiled.json"), "--output", str(tmp_path / "b"),
+                        "--tile", "64", "--test_scales", "1"]) == 0
+    assert "tiles of 64 px overlapping 0.2" in capsys.readouterr().out
+    plain, tiled = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plain", "tiled"))
+    key = lambda d: (d["image_id"], -d["score"], d["category_id"], d["bbox"])  # noqa: E731
+    assert len(plain) > 0 and sorted(plain, key=key) == sorted(tiled, key=key)

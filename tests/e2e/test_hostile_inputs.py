@@ -291,6 +291,19 @@ def eval_nms_iou(value):
     return make
 
 
+def demo_option(*option):
+    def make(inputs, state):
+        return demo_args(save_checkpoint(inputs / "model.ckpt", state), write_image(inputs / "0.png"), None, *option)
+    return make
+
+
+def eval_option(*option):
+    def make(inputs, state):
+        return ["--checkpoint", str(save_checkpoint(inputs / "model.ckpt", state)), *coco_set(inputs),
+                "--accelerator", "cpu", "--output", str(inputs.parent / "out" / "val"), *option]
+    return make
+
+
 CASES = [
     Case("huge PNG header in a demo folder", "demo", huge_image_in_a_demo_folder, named_and_skipped),
     Case("huge PNG header in a training set", "check", huge_image_in_a_training_set, replaced_and_named),
@@ -334,6 +347,14 @@ CASES = [
     Case("a GIF in a demo folder", "demo", gif_in_a_demo_folder, gif_counted),
     Case("eval --nms_iou 2", "eval", eval_nms_iou("2"), lambda o, out: refused(o, "--nms_iou 2", "at most 1")),
     Case("an unreadable validation image", "eval", unreadable_validation_image, left_out_of_the_metric),
+    Case("demo --tile 16", "demo", demo_option("--tile", "16"), lambda o, out: refused(o, "--tile 16", "32")),
+    Case("demo --tile_overlap 1", "demo", demo_option("--tile", "64", "--tile_overlap", "1"),
+         lambda o, out: refused(o, "--tile_overlap 1", "[0, 1)")),
+    Case("demo --test_scales 0", "demo", demo_option("--test_scales", "1", "0"),
+         lambda o, out: refused(o, "--test_scales 0", "above 0")),
+    Case("eval --tile 16", "eval", eval_option("--tile", "16"), lambda o, out: refused(o, "--tile 16", "32")),
+    Case("eval --test_scales -1", "eval", eval_option("--test_scales", "-1"),
+         lambda o, out: refused(o, "--test_scales -1", "above 0")),
 ]
 
 
