@@ -68,16 +68,17 @@ def trained(tmp_path_factory):
 
 
 def assert_boxes_agree(int8, fp32, image):
-    """Each fp32 box (score >= 0.25) has an int8 box of its class at IoU > 0.9 with a score within 0.1 (int8 read
-    down to 0.15, so that a box at the threshold is not lost to rounding), and the other way round."""
+    """Each fp32 box (score >= 0.25) has an int8 box of its class at IoU > 0.95 with a score within 0.03 (int8 read
+    down to 0.15, so that a box at the threshold is not lost to rounding), and the other way round. Measured on the
+    two test images: IoU >= 0.987, scores within 0.011; the bounds leave about 3x that for other CPUs' kernels."""
     want, got = fp32.predict(image, conf=0.25), int8.predict(image, conf=0.15)
     assert len(want) >= 2, want
     for a, b in ((want, got), (int8.predict(image, conf=0.25), fp32.predict(image, conf=0.15))):
         ious = iou_xyxy(torch.from_numpy(a.boxes), torch.from_numpy(b.boxes))  # [a, b]
         best, match = ious.max(dim=1)
-        assert (best > 0.9).all(), best
+        assert (best > 0.95).all(), best
         np.testing.assert_array_equal(b.labels[match.numpy()], a.labels)
-        np.testing.assert_allclose(b.scores[match.numpy()], a.scores, atol=0.1)
+        np.testing.assert_allclose(b.scores[match.numpy()], a.scores, atol=0.03)
 
 
 def test_int8_detector_finds_the_fp32_boxes(trained):
@@ -173,7 +174,7 @@ class _OnGpu(torch.nn.Module):
 
 def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):
     """``runtime="onnxruntime"`` runs the same fp32 network in ONNX Runtime: detections and heatmaps equal the torch
-    runtime's to float rounding (flip test included), and the network really is the session."""
+    runtime's to float rounding (flip test included; the bounds below are measured), and the network really is the session."""
     from detector.inference.runtime import OnnxNetwork
 
     checkpoint, _ = trained
@@ -203,10 +204,13 @@ def assert_same_frames(torch_runtime, other):
         want, got = torch_runtime.predict_frame(image, flip=flip, heatmap=True), other.predict_frame(
             image, flip=flip, heatmap=True)
         assert len(want.detections) >= 2
-        np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=1e-2)
-        np.testing.assert_allclose(got.detections.scores, want.detections.scores, atol=1e-4)
+        # measured: boxes (up to 79 px) within 7.6e-6 px (one float32 step at 64-128), probabilities within 2e-7;
+        # ONNX Runtime picks its own convolution kernels, so the bounds allow ~100x that, and stay far under a
+        # pixel or a rounding of the score
+        np.testing.assert_allclose(got.detections.boxes, want.detections.boxes, atol=1e-3)
+        np.testing.assert_allclose(got.detections.scores, want.detections.scores, atol=1e-5)
         np.testing.assert_array_equal(got.detections.labels, want.detections.labels)
-        np.testing.assert_allclose(got.heatmap, want.heatmap, atol=1e-4)
+        np.testing.assert_allclose(got.heatmap, want.heatmap, atol=1e-5)
 
 
 def test_onnxruntime_runtime_refuses_what_only_torch_runs(trained):
