@@ -174,7 +174,8 @@ class _OnGpu(torch.nn.Module):
 
 def test_onnxruntime_fp32_runtime_gives_the_torch_detections(trained):
     """``runtime="onnxruntime"`` runs the same fp32 network in ONNX Runtime: detections and heatmaps equal the torch
-    runtime's to float rounding (flip test included; the bounds below are measured), and the network really is the session."""
+    runtime's to float rounding (flip test included; the bounds below are measured), and the network really is the
+    session."""
     from detector.inference.runtime import OnnxNetwork
 
     checkpoint, _ = trained
