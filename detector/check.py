@@ -178,7 +178,21 @@ def write_train_samples(dataset: DetectionDataset, folder: Path, num_images: int
 
 
 def write_histograms(report: CheckReport, path: Path) -> Path:
-    """Box width, height and aspect ratio (width / height) histograms of train and val, in one PNG."""
+    """Box width, height and aspect ratio (width / height) histograms of train and val (:func:`histogram_figure`),
+    in one PNG."""
+    from detector.plots import pyplot
+
+    plt = pyplot()
+    figure = histogram_figure(report)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=80)
+    plt.close(figure)
+    return path
+
+
+def histogram_figure(report: CheckReport):
+    """The figure of :func:`write_histograms`: three panels, train and val overlaid (the caller saves and closes
+    it)."""
     from detector.plots import pyplot
 
     plt = pyplot()
@@ -194,10 +208,7 @@ def write_histograms(report: CheckReport, path: Path) -> Path:
         axis.set_title(title)
         axis.legend()
     figure.tight_layout()
-    with replacing(path) as temporary:
-        figure.savefig(temporary, dpi=80)
-    plt.close(figure)
-    return path
+    return figure
 
 
 def default_output(dataset: str, root: str | None, train_json: str | None) -> Path:

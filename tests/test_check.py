@@ -7,9 +7,10 @@ import numpy as np
 
 from helpers.datasets import CHECK_CONTENT as CONTENT, write_voc_folder
 
-from detector.check import check_dataset
+from detector.check import check_dataset, histogram_figure
 from detector.cli import run
 from detector.data import AugmentOptions, DetectionDataModule
+from detector.plots import pyplot
 from detector.visualize import class_color
 
 
@@ -48,6 +49,23 @@ def test_writes_the_histograms_and_num_images_samples(tmp_path, capsys):
     assert len(samples) == 2
     assert cv2.imread(str(samples[0])).shape == (64, 64, 3)  # the training input, after augmentation
     assert str(output / "boxes.png") in capsys.readouterr().out
+
+
+def test_the_histograms_draw_each_split_s_box_widths_heights_and_aspect_ratios(tmp_path):
+    data = DetectionDataModule("voc", str(write_voc_folder(tmp_path / "voc", CONTENT)), input_size=64, num_workers=0)
+    report = check_dataset(data, tmp_path / "out", num_images=0)
+    figure = histogram_figure(report)
+    for axis, column in zip(figure.axes, ("width", "height", "ratio")):
+        labels = [text.get_text() for text in axis.get_legend().get_texts()]
+        bars = {label: [bar.get_height() for bar in bars] for label, bars in zip(labels, axis.containers)}
+        assert sorted(bars) == ["train (4 boxes)", "val (2 boxes)"]  # CONTENT: 4 train boxes, 2 val boxes
+        for split, counts in (("train (4 boxes)", report.train), ("val (2 boxes)", report.val)):
+            width, height = counts.sizes[:, 0], counts.sizes[:, 1]
+            value = {"width": width, "height": height, "ratio": np.log2(width / height)}[column]
+            assert bars[split] == np.histogram(value, bins=40)[0].tolist(), (column, split)
+    # the train widths by hand: VOC x1 - 1 .. x2, the difficult wbc left out, the RBC at 20..80 clipped to the 50 px image
+    assert sorted(report.train.sizes[:, 0].tolist()) == [7, 10, 26, 31]
+    pyplot().close(figure)
 
 
 def test_drawn_box_lands_on_the_augmented_object(tmp_path):
