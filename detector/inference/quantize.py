@@ -110,6 +110,6 @@ def int8_network(model: nn.Module, input_size: int, calibration: str | Path | It
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
     with tempfile.TemporaryDirectory() as folder:
-        fp32 = trace_network(model, torch.from_numpy(batches[0]), Path(folder) / "network.onnx")
+        fp32 = trace_network(model, input_size, Path(folder) / "network.onnx")
         path = quantize_onnx(fp32, Path(folder) / "network_int8.onnx", batches)
         return OnnxNetwork(open_session(path, threads), model.stride)

@@ -19,7 +19,7 @@ from detector import Detector
 from detector.demo.loop import DemoOptions, run_demo
 from detector.demo.outputs import open_sink
 from detector.detections import Detections, FrameResult
-from detector.inference.export import ExportError, export_checkpoint, export_onnx
+from detector.inference.export import ExportError, export_checkpoint
 from detector.inference.detectors import BaseDetector, OnnxDetector
 from detector.inference.pipeline import suppress_duplicates
 from detector.inference.sources import ImageSource
@@ -43,8 +43,9 @@ def detector(checkpoint):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(detector, tmp_path_factory):
-    return export_onnx(detector.model, tmp_path_factory.mktemp("onnx") / "model.onnx", CLASS_NAMES, INPUT_SIZE)
+def onnx_model(exported_onnx):
+    """The suite's one ONNX export of ``make_checkpoint``'s model, the ``checkpoint`` above (tests/conftest.py)."""
+    return exported_onnx.onnx
 
 
 def run_demo_tool(*args):
