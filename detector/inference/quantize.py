@@ -40,7 +40,8 @@ from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 # Calibration images used when a caller gives more: min-max ranges settle after a few dozen.
 CALIBRATION_IMAGES = 32
-# The network's nodes in a traced graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
+# The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them
+# (``detector.inference.runtime.name_by_module`` names each node after its module).
 NETWORK_SCOPE = "/model/"
 
 
