@@ -140,3 +140,12 @@ def test_export_refuses_bad_format_and_an_output_folder_it_cannot_make(exported,
     (tmp_path / "blocker").write_text("a file where the output folder should be")
     with pytest.raises(ExportError, match="blocker"):  # an OSError
         export_checkpoint(exported[0], "onnx", tmp_path / "blocker" / "m.onnx")
+
+
+def test_onnx_export_without_onnxscript_says_what_to_install(monkeypatch, tmp_path):
+    import detector.inference.runtime as runtime
+
+    monkeypatch.setattr(runtime.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ExportError, match="needs onnxscript: pip install onnxscript"):
+        runtime.trace_onnx(torch.nn.Identity(), torch.zeros(2, 3, 64, 64), tmp_path / "m.onnx", ["boxes"], 18)
+    assert not (tmp_path / "m.onnx").exists()

@@ -161,6 +161,7 @@ def test_the_onnx_backend_refuses_bf16(tmp_path):
     assert result.returncode == 2 and "bf16" in result.stderr
 
 
+@pytest.mark.slow  # onnx_model: the suite's one export, by tools/export.py in a subprocess
 def test_the_onnx_backend_runs_with_the_threads_asked_for(onnx_model, tmp_path, monkeypatch):
     import detector.inference.detectors
     from detector.cli import demo_main
@@ -222,6 +223,7 @@ def readme_onnx_lines() -> str:
     return onnx[0]
 
 
+@pytest.mark.slow  # onnx_model: the suite's one export, by tools/export.py in a subprocess
 def test_the_readme_onnx_lines_give_the_predictor_boxes(onnx_model, detector, tmp_path, monkeypatch):
     image = make_image(90, 140)
     write_image(tmp_path / "photo.png", image)
