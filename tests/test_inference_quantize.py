@@ -213,3 +213,13 @@ def test_demo_runtime_onnxruntime_names_it_in_the_first_line(trained):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"
     assert "3 frames" in result.stdout, result.stdout
+
+
+def test_a_graph_without_the_network_scope_is_not_quantized_whole(tmp_path):
+    """ONNX Runtime reads an empty node list as every node: a graph whose nodes lack the ``/model/`` names (an
+    exporter that stopped naming them) is refused rather than quantized with its decoding."""
+    from detector.inference.quantize import quantize_onnx
+
+    source = identity_onnx(tmp_path / "unnamed.onnx", SIZE)
+    with pytest.raises(QuantizationError, match="unnamed.onnx: no node of the network"):
+        quantize_onnx(source, tmp_path / "int8.onnx", [np.zeros((1, 3, SIZE, SIZE), np.uint8)])

@@ -97,6 +97,9 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray]) -> 
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         nodes = quantized_nodes(graph)
+        if not nodes:  # ONNX Runtime would read an empty list as "every node", the decoding included
+            raise QuantizationError(f"{source}: no node of the network (named {NETWORK_SCOPE}...) to quantize; "
+                                    "export it with detector.inference.runtime.trace_onnx")
         quantize_static(str(prepared), str(output), _Reader(graph.input[0].name, batches),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes)
