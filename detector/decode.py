@@ -51,10 +51,12 @@ def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     chosen = groups.amax(dim=2).topk(min(k, G), dim=1).indices  # [B, R]
     candidates = groups.gather(1, chosen[:, :, None].expand(-1, -1, n))  # [B, R, n]
     values, picked = candidates.flatten(1).topk(k, dim=1)  # [B, k], index into R*n
-    group = chosen.gather(1, torch.div(picked, n, rounding_mode="floor"))  # [B, k]
-    if channels_last(logits):  # group = y * w + x, picked % n = class
-        return values, (picked % n) * (h * w) + group
-    return values, group * w + picked % n  # group = class * h + y, picked % n = x
+    row = torch.div(picked, n, rounding_mode="floor")  # [B, k], index into R
+    column = picked - row * n  # picked % n (a product, not a remainder: it exports at any input size)
+    group = chosen.gather(1, row)  # [B, k]
+    if channels_last(logits):  # group = y * w + x, column = class
+        return values, column * (h * w) + group
+    return values, group * w + column  # group = class * h + y, column = x
 
 
 def gather_at(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

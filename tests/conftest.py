@@ -34,3 +34,12 @@ def one_thread():
     """One torch thread for the test (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a shared 2-core
     machine two OpenMP threads spin against other processes and a forward is up to ~50x slower."""
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def exported_onnx(tmp_path_factory):
+    """The suite's one ONNX export of the standard checkpoint (``helpers.onnx_models.Exported``: checkpoint, file,
+    the tool's run), shared by the files that need an exported model."""
+    from helpers.onnx_models import export_with_the_tool
+
+    return export_with_the_tool(tmp_path_factory.mktemp("exported_onnx"))

@@ -20,6 +20,7 @@ from detector.errors import QuantizationError
 from detector.inference.quantize import calibration_batches
 from detector.targets import encode
 from helpers.commands import run_tool
+from helpers.onnx_models import identity_onnx
 
 CLASS_NAMES = ["red", "blue"]
 SIZE = 96
@@ -81,10 +82,16 @@ def assert_boxes_agree(int8, fp32, image):
         np.testing.assert_allclose(b.scores[match.numpy()], a.scores, atol=0.03)
 
 
-def test_int8_detector_finds_the_fp32_boxes(trained):
+@pytest.fixture(scope="module")
+def int8(trained):
+    """The int8 Detector of ``trained`` (its network exported and quantized once for the tests that read it)."""
+    checkpoint, train = trained
+    return Detector.from_checkpoint(checkpoint, precision="int8", calibration=train)
+
+
+def test_int8_detector_finds_the_fp32_boxes(trained, int8):
     checkpoint, train = trained
     fp32 = Detector.from_checkpoint(checkpoint)
-    int8 = Detector.from_checkpoint(checkpoint, precision="int8", calibration=train)
     images = [shapes_image(seed)[0] for seed in (10, 11)]  # not the calibration images
     for image in images:
         assert_boxes_agree(int8, fp32, image)
@@ -93,10 +100,9 @@ def test_int8_detector_finds_the_fp32_boxes(trained):
     assert int8.predict_frame(images[0], flip=True, heatmap=True).heatmap.shape == (2, SIZE // 4, SIZE // 4)
 
 
-def test_int8_network_is_quantized_not_the_fp32_one(trained):
+def test_int8_network_is_quantized_not_the_fp32_one(trained, int8):
     """Guards against an int8 path that silently runs fp32: its heatmap is close to fp32's, but not equal."""
     checkpoint, train = trained
-    int8 = Detector.from_checkpoint(checkpoint, precision="int8", calibration=train)
     x = normalize(to_chw_tensor(shapes_image(10)[0])[None])
     with torch.no_grad():
         want = Detector.from_checkpoint(checkpoint).model(x)["heatmap"].sigmoid()
@@ -121,9 +127,9 @@ def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(train
                       "--precision", "int8", "--calibration", str(train), "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert "3 frames" in result.stdout, result.stdout
-    from detector.inference.export import export_checkpoint
+    from detector.inference.export import description
 
-    fp32 = export_checkpoint(checkpoint, "onnx", tmp_path / "fp32.onnx")
+    fp32 = identity_onnx(tmp_path / "fp32.onnx", SIZE, description(CLASS_NAMES, SIZE, 100))  # refused unread
     result = run_tool("demo.py", "--backend", "onnx", "--onnx", str(fp32), "--source", str(train), "--show",
                       "false", "--precision", "int8")
     assert result.returncode == 1
@@ -229,3 +235,13 @@ def test_demo_runtime_onnxruntime_names_it_in_the_first_line(trained):
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"
     assert "3 frames" in result.stdout, result.stdout
+
+
+def test_a_graph_without_the_network_scope_is_not_quantized_whole(tmp_path):
+    """ONNX Runtime reads an empty node list as every node: a graph whose nodes lack the ``/model/`` names (an
+    exporter that stopped naming them) is refused rather than quantized with its decoding."""
+    from detector.inference.quantize import quantize_onnx
+
+    source = identity_onnx(tmp_path / "unnamed.onnx", SIZE)
+    with pytest.raises(QuantizationError, match="unnamed.onnx: no node of the network"):
+        quantize_onnx(source, tmp_path / "int8.onnx", [np.zeros((1, 3, SIZE, SIZE), np.uint8)])

@@ -212,7 +212,9 @@ def test_torchscript_gives_the_eager_detections(tmp_path):
                 torch.testing.assert_close(value, expected[name], atol=1e-5, rtol=1e-5)
 
 
-def test_onnx_runtime_gives_the_eager_detections(tmp_path):
+def test_onnx_runtime_gives_the_eager_detections_at_two_sizes(tmp_path):
+    """torch's exporter writes torchvision's deform_conv2d as ONNX's DeformConv (onnxscript's translation); the one
+    file runs at the training size and at another multiple of 32."""
     model = trained_like(CenterNet(num_classes=3, neck="dcn"))
     path = export_onnx(model, tmp_path / "model.onnx", ["a", "b", "c"], 128, k=K)
     proto = onnx.load(str(path))
@@ -220,8 +222,8 @@ def test_onnx_runtime_gives_the_eager_detections(tmp_path):
     assert sum(node.op_type == "DeformConv" for node in proto.graph.node) == 3
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     eager = ExportedDetector(model, k=K).eval()
-    for batch in (1, 2):
-        images = example_input(128, batch)
+    for batch, size in ((1, 128), (2, 128), (1, 96), (2, 160)):
+        images = example_input(size, batch)
         with torch.no_grad():
             assert_same_detections(session.run(["boxes", "scores", "labels"], {"images": images.numpy()}),
                                    eager(images))

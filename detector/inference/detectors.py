@@ -146,8 +146,9 @@ class BaseDetector(ABC):
         test = check_passes(flip, scales, tile, overlap, whole, flags)
         if tuple(test.scales) != (1.0,) and self.fixed_input:
             name = (flags or {}).get("scales", "scales")
-            raise OptionError(f"{name}: this detector's network (ONNX Runtime) takes {self.input_size} px inputs only; "
-                             "test scales need the torch network (tiles work)")
+            raise OptionError(f"{name}: this detector's network (exported) takes {self.input_size} px "
+                              "inputs only; test scales need the torch network (runtime='torch', the demo's "
+                              "--runtime torch) or an any-size ONNX file (tiles work)")
         return test
 
     @property
@@ -282,7 +283,7 @@ class Detector(BaseDetector):
 
     @property
     def fixed_input(self) -> bool:
-        return self.runtime == "onnxruntime"
+        return self.runtime in EXPORTED_RUNTIMES  # the network alone is exported at input_size
 
     @torch.inference_mode()
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
@@ -303,18 +304,28 @@ class Detector(BaseDetector):
         return detections, heat, model_time
 
 
+def check_input_size(input_size: int | None) -> None:
+    """``ValueError`` unless ``input_size`` is None or a positive multiple of 32 (the network's coarsest stride)."""
+    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int)
+                                   or input_size < 32 or input_size % 32):
+        raise ValueError(f"input_size {input_size!r}: the network needs a multiple of 32 (e.g. 320, 512, 640)")
+
+
 class OnnxDetector(BaseDetector):
     """A model exported by ``detector.inference.export.export_onnx``, run with onnxruntime on the CPU.
 
-    The class names and input size come from the file's metadata. Decoding runs inside the graph; this class
-    only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no heatmap, no test
-    scales (the input size is fixed); tiles work.
+    The class names and the training input size come from the file's metadata. Decoding runs inside the graph;
+    this class only letterboxes, maps the boxes back through ``unletterbox_boxes`` and thresholds. No flip, no
+    heatmap; tiles work, and so do test scales on an any-size file. ``input_size``: the square letterbox size to run
+    at (None: the training size in the metadata); any multiple of 32 (:class:`ExportError` for a file exported
+    before 2026-12-04, whose graph has one fixed size).
     ``precision``: the file's, ``"fp32"`` or ``"int8"`` (written by ``export --precision int8``). ``threads``:
     onnxruntime's intra-op threads (None: its default, one per core); they sleep rather than spin while waiting.
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, input_size: int | None = None):
         path = Path(path)
+        check_input_size(input_size)
         if not path.is_file():
             raise ExportError(f"ONNX model {path} does not exist")
         try:
@@ -328,12 +339,17 @@ class OnnxDetector(BaseDetector):
         info = read_onnx_description(self.session.get_modelmeta().custom_metadata_map, path)
         self.class_names = list(info["class_names"])
         self.category_ids = info.get("category_ids")  # absent from files exported before 2026-12-01
-        self.input_size = info["input_size"]
+        self.training_size = info["input_size"]
+        self.input_size = self.training_size if input_size is None else input_size
         self.precision = info.get("precision", "fp32")  # files exported before int8 were fp32
+        fixed = self.session.get_inputs()[0].shape[2:]  # [H, W]: names in an any-size graph, numbers in an older one
+        if any(isinstance(side, int) and side != self.input_size for side in fixed):
+            raise ExportError(f"{path} runs at {fixed[0]}x{fixed[1]} only (exported before any-size ONNX files): "
+                              f"leave input_size out, or export the checkpoint again")
 
     @property
     def fixed_input(self) -> bool:
-        return True
+        return any(isinstance(side, int) for side in self.session.get_inputs()[0].shape[2:])
 
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,
               heatmap: bool = False) -> tuple[dict[str, torch.Tensor], np.ndarray | None, float]:

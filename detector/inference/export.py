@@ -4,19 +4,22 @@ The exported graph (:class:`ExportedDetector`) takes letterboxed images exactly 
 returns the top-K detections in input pixels:
 
 - input ``images``: ``[B, 3, S, S]`` uint8 RGB, 0..255, letterboxed with ``detector.preprocess.letterbox`` at the
-  checkpoint's input size ``S`` (normalisation is inside the graph); the batch size is dynamic;
+  checkpoint's input size ``S`` (normalisation is inside the graph); the batch size is dynamic. An ONNX file also
+  runs at any other size that is a multiple of 32 (``[B, 3, H, W]``, e.g. ``OnnxDetector(path, input_size=512)``);
+  the TorchScript file at ``S`` only;
 - outputs ``boxes [B, K, 4]`` float32 xyxy in input pixels, ``scores [B, K]`` float32 probabilities in descending
-  order, ``labels [B, K]`` int64 class indices. Map boxes back to original pixels with
-  ``detector.preprocess.unletterbox_boxes`` and the letterbox ``meta``.
+  order, ``labels [B, K]`` int64 class indices (``K`` = max_detections, or the heatmap's cells if fewer). Map boxes
+  back to original pixels with ``detector.preprocess.unletterbox_boxes`` and the letterbox ``meta``.
 
-Both files carry a description (class names, the dataset's category ids, input size, K) as JSON: the ONNX
-metadata entry ``detector``, and the TorchScript extra file ``detector.json``.
+Both files carry a description (class names, the dataset's category ids, the training input size, K) as JSON: the
+ONNX metadata entry ``detector``, and the TorchScript extra file ``detector.json``.
 
 ``export_checkpoint(..., precision="int8", calibration=<training images>)`` writes the same graph with its
 network quantized by ONNX Runtime (``detector.inference.quantize``); its description says ``"precision": "int8"``.
 
-Tracing (opset 17, or 19 for the ``dcn`` neck's deformable convolutions) is ``detector.inference.runtime``'s; the
-files are run by ``detector.inference.detectors.OnnxDetector``.
+ONNX is written by torch's ``torch.export``-based exporter (opset 18, or 19 for the ``dcn`` neck's deformable
+convolutions; ``detector.inference.runtime.trace_onnx``). TorchScript (``torch.jit.trace``) is deprecated by torch
+and kept while torch ships it. The files are run by ``detector.inference.detectors.OnnxDetector``.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from detector.checkpoint import build_model, load_checkpoint, read_description
 from detector.decode import decode
 from detector.errors import ExportError
 from detector.inference.quantize import calibration_batches, quantize_onnx
-from detector.inference.runtime import onnx_opset, quiet_tracer, trace_onnx
+from detector.inference.runtime import onnx_opset, quiet_tracer, trace_example, trace_onnx
 from detector.overwrite import Outputs, replacing
 from detector.preprocess import normalize
 
@@ -83,18 +86,21 @@ def read_onnx_description(metadata: dict[str, str], path: str | Path) -> dict:
 
 
 def example_input(input_size: int, batch: int = 1) -> torch.Tensor:
-    """A ``[batch, 3, S, S]`` uint8 image batch to trace with."""
+    """A random ``[batch, 3, S, S]`` uint8 image batch (to trace TorchScript with, and for tests)."""
     return torch.randint(0, 256, (batch, 3, input_size, input_size), dtype=torch.uint8)
 
 
 def export_onnx(model: nn.Module, path: str | Path, class_names: list[str], input_size: int, k: int = 100,
                 category_ids: list[int] | None = None, precision: str = "fp32") -> Path:
-    """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (``onnx_opset(model)``, dynamic batch) to
-    ``path``; ``precision`` is only recorded (``detector.inference.quantize`` quantizes the file)."""
+    """Write ``model`` wrapped in :class:`ExportedDetector` as ONNX (``onnx_opset(model)``; dynamic batch, any
+    height and width that are multiples of 32) to ``path``; its description records ``input_size`` (the training
+    size, what ``OnnxDetector`` letterboxes to by default). ``precision`` is only recorded
+    (``detector.inference.quantize`` quantizes the file)."""
     import onnx
 
     path = Path(path)
-    trace_onnx(ExportedDetector(model, k), example_input(input_size), path, OUTPUT_NAMES, onnx_opset(model))
+    trace_onnx(ExportedDetector(model, k), trace_example(input_size, any_size=True), path, OUTPUT_NAMES,
+               onnx_opset(model), any_size=True)
     proto = onnx.load(str(path))
     entry = proto.metadata_props.add()
     entry.key, entry.value = EXPORT_METADATA_KEY, description(class_names, input_size, k, category_ids, precision)

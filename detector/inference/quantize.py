@@ -40,7 +40,8 @@ from detector.preprocess import letterbox, normalize, to_chw_tensor
 
 # Calibration images used when a caller gives more: min-max ranges settle after a few dozen.
 CALIBRATION_IMAGES = 32
-# The network's nodes in a traced graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them.
+# The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them
+# (``detector.inference.runtime.name_by_module`` names each node after its module).
 NETWORK_SCOPE = "/model/"
 
 
@@ -98,6 +99,9 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray],
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         graph = onnx.load(str(prepared)).graph
         nodes = select(graph)
+        if not nodes:  # ONNX Runtime would read an empty list as "every node", the decoding included
+            raise QuantizationError(f"{source}: no node of the network (named {NETWORK_SCOPE}...) to quantize; "
+                                    "export it with detector.inference.runtime.trace_onnx")
         quantize_static(str(prepared), str(output), _Reader(graph.input[0].name, batches),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes)
@@ -112,6 +116,6 @@ def int8_network(model: nn.Module, input_size: int, calibration: str | Path | It
     batches = [normalize(torch.from_numpy(batch)).numpy()
                for batch in calibration_batches(calibration, input_size, count)]
     with tempfile.TemporaryDirectory() as folder:
-        fp32 = trace_network(model, torch.from_numpy(batches[0]), Path(folder) / "network.onnx")
+        fp32 = trace_network(model, input_size, Path(folder) / "network.onnx")
         path = quantize_onnx(fp32, Path(folder) / "network_int8.onnx", batches)
         return OnnxNetwork(open_session(path, threads), model.stride)

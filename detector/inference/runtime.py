@@ -1,19 +1,27 @@
-"""A network run by ONNX Runtime: tracing to ONNX (opset, deformable convolutions), sessions, the fp32 network.
+"""A network run by ONNX Runtime: export to ONNX (torch's ``torch.export``-based exporter), sessions, the fp32 network.
 
-:func:`trace_onnx` is the one tracer of the package (``detector.inference.export`` writes its files with it, and
-``detector.inference.quantize`` quantizes what it traces). ONNX files use opset 17, except for networks with
-deformable convolutions (the ``dcn`` neck): their ``torchvision::deform_conv2d`` becomes the standard ``DeformConv``
-of opset 19, which needs a recent ONNX Runtime (tested with 1.32; 1.18 and 1.19 have no kernel for it).
+:func:`trace_onnx` is the one exporter of the package (``detector.inference.export`` writes its files with it, and
+``detector.inference.quantize`` quantizes what it writes). It is torch's ``torch.export``-based exporter
+(``torch.onnx.export(dynamo=True)``, which needs ``onnxscript``); the TorchScript-based one it replaced is deprecated
+since torch 2.9. Batch and, with ``any_size``, height and width are dynamic (``torch.export.Dim``: any multiple of 32).
+ONNX files use opset 18, except for networks with deformable convolutions (the ``dcn`` neck): their
+``torchvision::deform_conv2d`` becomes the standard ``DeformConv`` of opset 19 (onnxscript's translation, from 0.7.1),
+which needs a recent ONNX Runtime (tested with 1.32; 1.18 and 1.19 have no kernel for it). The exporter names nodes
+by their operator; :func:`trace_onnx` renames the network's after their module (``/model/neck/...``), as
+``detector.inference.quantize`` picks the nodes to quantize by that scope.
 
 ``Detector(..., runtime="onnxruntime")`` (:func:`fp32_network`) runs the network exported in memory by ONNX
 Runtime instead of torch: on this project's CPU its fp32 kernels took half the time of torch's for the same network
 (bench/RESULTS.md, 2026-12-01), outputs equal to ~1e-5. The int8 network (``detector.inference.quantize``) is the
 same with its network quantized. Sessions run on the CPU, with threads that sleep rather than spin while waiting.
 
-Where it cannot run (onnxruntime missing, a GPU device) the error says so in one line (:class:`QuantizationError`).
+Where it cannot run (onnxruntime missing, a GPU device) the error says so in one line (:class:`QuantizationError`);
+without onnxscript, exporting says so in one line (:class:`ExportError`).
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -21,12 +29,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.onnx import symbolic_helper
 from torchvision.ops import DeformConv2d
 
-from detector.errors import QuantizationError
+from detector.errors import ExportError, QuantizationError
 
-ONNX_OPSET = 17
+ONNX_OPSET = 18  # the exporter's own (its translations are written for it)
 DEFORM_CONV_OPSET = 19  # the first opset with DeformConv
 # The network's outputs, in the order of the traced graph (:class:`NetworkOutputs`).
 NETWORK_OUTPUTS = ["heatmap", "offset", "size"]
@@ -66,37 +73,75 @@ def open_session(path: str | Path, threads: int | None = None):
 
 @contextmanager
 def quiet_tracer():
-    """Silence ``TracerWarning``: what the tracer freezes (normalisation statistics, K for the fixed input size)
-    is constant by design."""
+    """Silence TorchScript's ``TracerWarning`` (``export_torchscript``): what its tracer freezes (normalisation
+    statistics, K for the fixed input size) is constant by design."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 
 
-@symbolic_helper.parse_args("v", "v", "v", "v", "v", "i", "i", "i", "i", "i", "i", "i", "i", "b")
-def _deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
-                            dilation_w, groups, offset_groups, use_mask):
-    """``torchvision::deform_conv2d`` as ONNX ``DeformConv``: the same inputs (mask last) and offset layout."""
-    inputs = [input, weight, offset, bias, mask] if use_mask else [input, weight, offset, bias]
-    return g.op("DeformConv", *inputs, kernel_shape_i=symbolic_helper._get_tensor_sizes(weight)[2:],
-                strides_i=[stride_h, stride_w], pads_i=[pad_h, pad_w, pad_h, pad_w],
-                dilations_i=[dilation_h, dilation_w], group_i=groups, offset_group_i=offset_groups)
-
-
 def onnx_opset(model: nn.Module) -> int:
-    """17, or 19 for a network with deformable convolutions (see the module docstring)."""
+    """18, or 19 for a network with deformable convolutions (see the module docstring)."""
     deformable = any(isinstance(module, DeformConv2d) for module in model.modules())
     return DEFORM_CONV_OPSET if deformable else ONNX_OPSET
 
 
-def trace_onnx(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str], opset: int) -> None:
-    """``module(example)`` traced to the ONNX file ``path`` (input ``images``, dynamic batch; deformable
-    convolutions as ``DeformConv``)."""
-    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv2d_symbolic, DEFORM_CONV_OPSET)
-    with quiet_tracer():
-        torch.onnx.export(module, (example,), str(path), input_names=["images"], output_names=output_names,
-                          opset_version=opset, dynamo=False,
-                          dynamic_axes={name: {0: "batch"} for name in ["images", *output_names]})
+def dynamic_shapes(any_size: bool) -> tuple[dict[int, object]]:
+    """The dynamic axes of the one input ``images [B, 3, H, W]``: the batch, and with ``any_size`` the height and
+    the width, each any multiple of 32 (the network's stride)."""
+    axes = {0: torch.export.Dim("batch", min=1)}
+    if any_size:
+        axes.update({2: 32 * torch.export.Dim("height_32", min=1), 3: 32 * torch.export.Dim("width_32", min=1)})
+    return (axes,)
+
+
+def trace_example(input_size: int, dtype: torch.dtype = torch.uint8, any_size: bool = False) -> torch.Tensor:
+    """What to export with: zeros of ``dtype``, a batch of 2 at ``input_size`` (with ``any_size``, at least 64).
+    ``torch.export`` takes a dynamic axis of size 1 (a batch of 1, a 32-pixel side is 1 x 32) for a constant."""
+    size = max(input_size, 64) if any_size else input_size
+    return torch.zeros(2, 3, size, size, dtype=dtype)
+
+
+def require_onnxscript() -> None:
+    """:class:`ExportError` naming the install when onnxscript (what torch's exporter writes ONNX with) is missing."""
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError("ONNX export runs torch's exporter, which needs onnxscript: pip install onnxscript "
+                          "(or pip install -e \".[export]\")")
+
+
+def trace_onnx(module: nn.Module, example: torch.Tensor, path: Path, output_names: list[str], opset: int,
+               any_size: bool = False) -> None:
+    """``module`` exported on ``example`` (:func:`trace_example`) to the ONNX file ``path`` by torch's
+    ``torch.export``-based exporter: input ``images`` with a dynamic batch, and with ``any_size`` any height and
+    width that are multiples of 32 (:func:`dynamic_shapes`); deformable convolutions as ``DeformConv``; nodes named
+    after their module (:func:`name_by_module`)."""
+    import onnx
+
+    require_onnxscript()
+    module.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.export's notes on its internals, nothing to act on
+        program = torch.onnx.export(module, (example,), input_names=["images"], output_names=output_names,
+                                    opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes(any_size),
+                                    verbose=False)
+    proto = program.model_proto
+    name_by_module(proto.graph)
+    onnx.save(proto, str(path))
+
+
+def name_by_module(graph) -> None:
+    """Rename each node of ``graph`` that the exporter tagged with its module (metadata
+    ``pkg.torch.onnx.name_scopes``) to ``/<module path>/<name>``, e.g. ``/model/neck/smooth/0/node_conv2d_3``
+    (the module path with ``/`` for ``.``, as the TorchScript-based exporter named nodes); others keep their name."""
+    for node in graph.node:
+        scopes = next((entry.value for entry in node.metadata_props if entry.key == "pkg.torch.onnx.name_scopes"), None)
+        try:
+            modules = ast.literal_eval(scopes)[:-1] if scopes else []  # ["", "model", "model.neck", ...]
+        except (ValueError, SyntaxError):
+            modules = []
+        if modules and modules[0] == "" and modules[-1]:  # the root module's "", then the module paths
+            path = modules[-1]
+            node.name = f"/{path.replace('.', '/')}/{node.name}"
 
 
 # the network in a session -------------------------------------------------------------------------------------------
@@ -133,10 +178,11 @@ def require_cpu(model: nn.Module, what: str) -> None:
         raise QuantizationError(f"{what} runs on the CPU (ONNX Runtime); use device='cpu', or bf16 on a GPU")
 
 
-def trace_network(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
-    """The network ``model`` alone (:class:`NetworkOutputs`) traced on ``example`` to the ONNX file ``path``."""
-    with torch.no_grad():
-        trace_onnx(NetworkOutputs(model), example, path, NETWORK_OUTPUTS, onnx_opset(model))
+def trace_network(model: nn.Module, input_size: int, path: Path) -> Path:
+    """The network ``model`` alone (:class:`NetworkOutputs`, normalised float32 images in) exported at
+    ``input_size`` (any batch) to the ONNX file ``path``."""
+    trace_onnx(NetworkOutputs(model), trace_example(input_size, torch.float32), path, NETWORK_OUTPUTS,
+               onnx_opset(model))
     return path
 
 
@@ -145,5 +191,5 @@ def fp32_network(model: nn.Module, input_size: int, threads: int | None = None) 
     require_onnxruntime()
     require_cpu(model, "runtime='onnxruntime'")
     with tempfile.TemporaryDirectory() as folder:
-        path = trace_network(model, torch.zeros(1, 3, input_size, input_size), Path(folder) / "network.onnx")
+        path = trace_network(model, input_size, Path(folder) / "network.onnx")
         return OnnxNetwork(open_session(path, threads), model.stride)

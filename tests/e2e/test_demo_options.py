@@ -19,7 +19,7 @@ from detector import Detector
 from detector.demo.loop import DemoOptions, run_demo
 from detector.demo.outputs import open_sink
 from detector.detections import Detections, FrameResult
-from detector.inference.export import ExportError, export_checkpoint, export_onnx
+from detector.inference.export import ExportError, export_checkpoint
 from detector.inference.detectors import BaseDetector, OnnxDetector
 from detector.inference.pipeline import suppress_duplicates
 from detector.inference.sources import ImageSource
@@ -43,8 +43,9 @@ def detector(checkpoint):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(detector, tmp_path_factory):
-    return export_onnx(detector.model, tmp_path_factory.mktemp("onnx") / "model.onnx", CLASS_NAMES, INPUT_SIZE)
+def onnx_model(exported_onnx):
+    """The suite's one ONNX export of ``make_checkpoint``'s model, the ``checkpoint`` above (tests/conftest.py)."""
+    return exported_onnx.onnx
 
 
 def run_demo_tool(*args):
@@ -160,6 +161,7 @@ def test_the_onnx_backend_refuses_bf16(tmp_path):
     assert result.returncode == 2 and "bf16" in result.stderr
 
 
+@pytest.mark.slow  # onnx_model: the suite's one export, by tools/export.py in a subprocess
 def test_the_onnx_backend_runs_with_the_threads_asked_for(onnx_model, tmp_path, monkeypatch):
     import detector.inference.detectors
     from detector.cli import demo_main
@@ -221,6 +223,7 @@ def readme_onnx_lines() -> str:
     return onnx[0]
 
 
+@pytest.mark.slow  # onnx_model: the suite's one export, by tools/export.py in a subprocess
 def test_the_readme_onnx_lines_give_the_predictor_boxes(onnx_model, detector, tmp_path, monkeypatch):
     image = make_image(90, 140)
     write_image(tmp_path / "photo.png", image)
