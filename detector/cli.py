@@ -260,12 +260,15 @@ def demo_main(args: list[str] | None = None) -> None:
         print(f"device: cpu; onnxruntime backend, {detector.precision}")
     else:
         precision = config.precision or "fp32"
+        runtime = config.runtime
+        if runtime == "auto" and any(scale != 1 for scale in config.test_scales or ()):
+            runtime = "torch"  # the exported network runs at the input size only
         # the Detector's rule, with errors naming the flag (int8 and onnxruntime: the CPU unless asked)
-        exported = precision == "int8" or config.runtime in ("onnxruntime", "openvino")
+        exported = precision == "int8" or runtime in ("onnxruntime", "openvino")
         device = pick_device(config.device, exported, "--device")
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
                                                                    calibration=config.calibration,
-                                                                   runtime=config.runtime))
+                                                                   runtime=runtime))
         by = f", network run by {detector.runtime}" if detector.runtime != "torch" and precision == "fp32" else ""
         print(f"device: {describe_device(device)}; torch backend, {precision}{by}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))

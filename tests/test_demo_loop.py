@@ -3,6 +3,7 @@ the headless check; frames read and written in threads (the same outputs as in s
 newest frame, errors of either thread reaching the user, q); the demo's tiles, test scales and flip."""
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -316,7 +317,10 @@ def test_the_demo_runs_its_passes_as_the_detector_does(checkpoint, tmp_path, cap
                         "--device", "cpu", "--tile", "96", "--test_scales", "1", "1.25", "--flip_test", "true",
                         "--save_json", str(tmp_path / "found.json")]) == 0
     saved = json.loads((tmp_path / "found.json").read_text())
-    expected = Detector.from_checkpoint(checkpoint, device="cpu").predict(image, tile=96, scales=[1, 1.25], flip=True)
+    # the demo's "auto" runtime is torch with test scales (the exported network runs at its input size only)
+    assert re.match(r"device: cpu[^;]*; torch backend, fp32$", capsys.readouterr().out.splitlines()[0])
+    expected = Detector.from_checkpoint(checkpoint, runtime="torch").predict(image, tile=96, scales=[1, 1.25],
+                                                                             flip=True)
     assert len(saved) == len(expected) > 0
     np.testing.assert_allclose([d["score"] for d in saved], expected.scores, atol=1e-4)
     np.testing.assert_allclose([d["bbox"][0] for d in saved], expected.boxes[:, 0], atol=1e-2)

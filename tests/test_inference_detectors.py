@@ -257,7 +257,8 @@ def test_one_tile_over_the_whole_photo_and_the_scale_1_are_the_plain_prediction(
         np.testing.assert_allclose(tiled.scores, plain.scores, atol=1e-6)
 
 
-def test_tiles_scales_and_flip_combine_and_stay_in_the_photo(detector):
+def test_tiles_scales_and_flip_combine_and_stay_in_the_photo(checkpoint):
+    detector = Detector.from_checkpoint(checkpoint, runtime="torch")  # test scales: the network at other sizes
     image = make_image(100, 150)
     found = detector.predict([image], conf=0.2, tile=96, overlap=0.25, whole=True, scales=[0.75, 1.25], flip=True)[0]
     assert len(found) > 0 and (found.boxes >= 0).all()
@@ -267,6 +268,14 @@ def test_tiles_scales_and_flip_combine_and_stay_in_the_photo(detector):
     assert len(frame.detections) > 0 and frame.times["model"] > 0
     with pytest.raises(ValueError, match="heatmap"):
         detector.predict_frame(image, 0.2, heatmap=True, passes=detector.passes(tile=96))
+
+
+def test_the_exported_network_of_the_default_runtime_refuses_test_scales_naming_the_torch_runtime(detector):
+    from detector.errors import OptionError
+
+    assert detector.runtime == "onnxruntime"  # "auto" on a CPU with onnxruntime installed (the dev extra)
+    with pytest.raises(OptionError, match=r"scales: .* takes 128 px inputs only; .*runtime='torch'"):
+        detector.predict(make_image(64, 64), scales=[1, 1.25])
 
 
 def test_a_fixed_input_network_refuses_test_scales_but_takes_tiles(detector, monkeypatch):

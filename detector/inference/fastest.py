@@ -90,7 +90,7 @@ def runtime_network(model: nn.Module, input_size: int, runtime: str, threads: in
     load = loader(runtime, model.stride, threads)
 
     def export(path: Path) -> None:
-        trace_network(fold_batchnorm(model), torch.zeros(1, 3, input_size, input_size), path)
+        trace_network(fold_batchnorm(model), input_size, path)
 
     if weights is not None:
         return cached_export(entry_key(weights, input_size, runtime, version), export, load)
