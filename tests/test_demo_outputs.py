@@ -263,12 +263,13 @@ def test_from_checkpoint_and_the_demo_follow_one_device_rule(tmp_path, capsys, m
         return torch.device("cpu")
 
     monkeypatch.setattr("detector.inference.detectors.pick_device", recording)
-    monkeypatch.setattr("detector.inference.detectors.fp32_network", lambda *args: None)  # no export: the device only
-    Detector.from_checkpoint(checkpoint)
-    Detector.from_checkpoint(checkpoint, runtime="onnxruntime")
+    with monkeypatch.context() as stubbed:  # no export: the device is the question
+        stubbed.setattr("detector.inference.detectors.runtime_network", lambda *args, **kwargs: None)
+        Detector.from_checkpoint(checkpoint)
+        Detector.from_checkpoint(checkpoint, runtime="onnxruntime")
     assert picked == [("auto", False), ("auto", True)]
     picked.clear()
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), make_image(64, 64))
-    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", image)
+    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", image, "--runtime", "torch")
     assert code == 0 and picked[0] == (None, False), (picked, err)  # no --device: the same "auto"

@@ -70,7 +70,7 @@ def test_onnx_detector_runs_at_another_size_and_the_file_keeps_the_training_size
     detector = OnnxDetector(onnx_path, input_size=OTHER_SIZE)
     assert (detector.input_size, detector.training_size) == (OTHER_SIZE, INPUT_SIZE)
     assert OnnxDetector(onnx_path).input_size == INPUT_SIZE
-    reference = Detector.from_checkpoint(checkpoint)
+    reference = Detector.from_checkpoint(checkpoint, runtime="torch")
     reference.input_size = OTHER_SIZE  # the torch detector letterboxes to the same size
     images = [make_image(90, 140), make_image(200, 150, seed=1)]
     for got, want in zip(detector.predict(images), reference.predict(images)):
