@@ -22,6 +22,7 @@ from detector.detections import DEFAULT_SCORE_THRESHOLD
 from detector.errors import DemoError
 from detector.inference.detectors import BaseDetector
 from detector.inference.sources import ImageSource, VideoSource, warn
+from detector.inference.track import BUFFER_FRAMES, Tracker
 from detector.visualize import annotate, draw_fps
 
 QUIT_KEYS = {ord("q"), 27}  # q and Esc
@@ -109,13 +110,18 @@ class DemoReport:
 @dataclass
 class DemoOptions:
     """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay (of the
-    chosen classes), whether to try to show a window, and class-agnostic suppression of same-place duplicates."""
+    chosen classes), whether to try to show a window, class-agnostic suppression of same-place duplicates, and
+    tracks (``track``: ids by ``detector.inference.track.Tracker`` with ``conf`` as its high threshold; boxes from
+    ``track_low`` (None: the tracker's default) up to ``conf`` continue tracks; a lost track waits ``track_buffer`` frames)."""
 
     conf: float = DEFAULT_SCORE_THRESHOLD
     classes: list[int] | None = None
     heatmap: bool = False
     show: bool = False
     agnostic: bool = False
+    track: bool = False
+    track_low: float | None = None
+    track_buffer: int = BUFFER_FRAMES
 
 
 class FpsMeter:
@@ -142,7 +148,8 @@ def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: Vi
 
     The outputs are always closed (a playable video and a valid json even after Ctrl-C). Stages timed: read,
     preprocess, model, decode, draw, output (write and show). The frame rate is shown in the window and the
-    progress line, never written into the output.
+    progress line, never written into the output. With ``options.track``, one tracker follows the frames in order
+    (its time is the stage ``track``).
     """
     options = options or DemoOptions()
     report = DemoReport()
@@ -167,6 +174,8 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
           options: DemoOptions, results: ResultFiles | None) -> None:
     stages, fps = report.stages, FpsMeter()
     frames = iter(source)
+    tracker = Tracker(options.conf, options.track_low, buffer=options.track_buffer) if options.track else None
+    conf = tracker.low if tracker is not None else options.conf
     while True:
         tick = time.perf_counter()
         item = next(frames, None)
@@ -174,10 +183,14 @@ def _loop(detector: BaseDetector, source, sink, window: Window | None, progress:
             return
         image = item.image
         stages["read"] += time.perf_counter() - tick
-        result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
+        result = detector.predict_frame(image, conf, options.classes, heatmap=options.heatmap,
                                         agnostic=options.agnostic)
         for stage, seconds in result.times.items():
             stages[stage] += seconds
+        if tracker is not None:
+            tick = time.perf_counter()
+            result.detections = tracker.update(result.detections)
+            stages["track"] += time.perf_counter() - tick
         tick = time.perf_counter()
         annotated = annotate(image, result, detector.input_size, options.classes)
         rate = fps.tick()

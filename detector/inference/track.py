@@ -21,6 +21,7 @@ its track; a box keeps its own label.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -84,11 +85,47 @@ def assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def gated_assign(cost: np.ndarray, gate: float) -> list[tuple[int, int]]:
     """The pairs of the optimal assignment whose cost is at most ``gate``; costs above it count as ``gate`` + a
-    little, so the assignment never trades an allowed pair for forbidden ones."""
-    if cost.size == 0:
-        return []
-    rows, cols = assign(np.minimum(cost, gate + 1e-4))
-    return [(int(r), int(c)) for r, c in zip(rows, cols) if cost[r, c] <= gate]
+    little, so the assignment never trades an allowed pair for forbidden ones.
+
+    With the forbidden costs all equal, the best assignment is the best matching of the allowed pairs, which splits
+    into the groups of rows and columns that allowed pairs connect: each group is solved alone (a frame's objects
+    are far apart, so the groups are small and a crowd of unmatchable boxes costs nothing)."""
+    allowed = cost <= gate
+    alone = allowed & (allowed.sum(axis=1) == 1)[:, None] & (allowed.sum(axis=0) == 1)[None, :]
+    pairs = [(int(r), int(c)) for r, c in zip(*np.nonzero(alone))]  # a row and a column allowed only each other
+    for rows, cols in connected_groups(allowed & ~alone):
+        part = cost[np.ix_(rows, cols)]
+        if part.size == 1 or part.shape[0] == 1 or part.shape[1] == 1:  # one pair: the cheapest
+            best = np.unravel_index(int(np.argmin(part)), part.shape)
+            pairs.append((int(rows[best[0]]), int(cols[best[1]])))
+            continue
+        found_rows, found_cols = assign(np.minimum(part, gate + 1e-4))
+        pairs += [(int(rows[r]), int(cols[c])) for r, c in zip(found_rows, found_cols)
+                  if allowed[rows[r], cols[c]]]
+    return sorted(pairs)
+
+
+def connected_groups(allowed: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The connected parts of the bipartite graph of ``allowed [N, M]`` (row i - column j when True), as (rows,
+    columns) index arrays; rows and columns without an allowed pair are left out."""
+    groups = []
+    row_seen = ~allowed.any(axis=1)
+    for start in range(allowed.shape[0]):
+        if row_seen[start]:
+            continue
+        rows = np.zeros(allowed.shape[0], dtype=bool)
+        rows[start] = row_seen[start] = True
+        cols = np.zeros(allowed.shape[1], dtype=bool)
+        while True:
+            new_cols = allowed[rows].any(axis=0) & ~cols
+            if not new_cols.any():
+                break
+            cols |= new_cols
+            new_rows = allowed[:, new_cols].any(axis=1) & ~rows
+            rows |= new_rows
+        row_seen |= rows
+        groups.append((np.flatnonzero(rows), np.flatnonzero(cols)))
+    return groups
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -168,9 +205,10 @@ class Track:
     lost: bool = False
     detection: int = -1  # the index of its box in the current frame's detections, -1 when unmatched
 
-    @property
-    def box(self) -> np.ndarray:
-        return to_xyxy(self.mean[None])[0]
+
+def track_boxes(tracks: list[Track]) -> np.ndarray:
+    """The xyxy boxes ``[T, 4]`` where the tracks' filters put them."""
+    return to_xyxy(np.stack([t.mean for t in tracks])) if tracks else np.zeros((0, 4))
 
 
 @dataclass
@@ -178,13 +216,14 @@ class Tracker:
     """ByteTrack-style multi-object tracking (the module's docstring gives the steps); one instance per video.
 
     ``high``: boxes at or above it are matched first and may start tracks (the display threshold, the demo's
-    ``--conf``); ``low``: boxes from it up to ``high`` only continue active tracks (ByteTrack's second stage);
+    ``--conf``); ``low``: boxes from it up to ``high`` only continue active tracks (ByteTrack's second stage; None:
+    0.1, or ``high`` when that is lower);
     ``new``: a track starts from a box at or above it (None: ``high + 0.1``, at most 1, as ByteTrack);
     ``buffer``: frames a lost track waits to be found again before it is removed.
     """
 
     high: float = 0.5
-    low: float = LOW_SCORE
+    low: float | None = None
     new: float | None = None
     buffer: int = BUFFER_FRAMES
     frame: int = field(default=0, init=False)
@@ -193,6 +232,8 @@ class Tracker:
 
     def __post_init__(self):
         check_tracker_options(self.high, self.low, self.buffer, self.new)
+        if self.low is None:
+            self.low = min(LOW_SCORE, self.high)
         if self.new is None:
             self.new = min(self.high + NEW_TRACK_MARGIN, 1.0)
 
@@ -243,7 +284,7 @@ class Tracker:
         ``gate``, update the matched ones; returns the candidates left."""
         if not tracks or len(candidates) == 0:
             return candidates
-        similarity = iou_matrix(np.stack([t.box for t in tracks]), boxes[candidates])
+        similarity = iou_matrix(track_boxes(tracks), boxes[candidates])
         if scores is not None:
             similarity = similarity * scores[candidates][None, :]
         pairs = gated_assign(1 - similarity, gate)
@@ -274,7 +315,7 @@ class Tracker:
         lost = [t for t in self.tracks if t.lost]
         if not active or not lost:
             return
-        overlap = iou_matrix(np.stack([t.box for t in active]), np.stack([t.box for t in lost])) > DUPLICATE_IOU
+        overlap = iou_matrix(track_boxes(active), track_boxes(lost)) > DUPLICATE_IOU
         dropped = set()
         for i, j in zip(*np.nonzero(overlap)):
             a, b = active[i], lost[j]
@@ -282,16 +323,18 @@ class Tracker:
         self.tracks = [t for t in self.tracks if id(t) not in dropped]
 
 
-def check_tracker_options(high: float, low: float, buffer: int, new: float | None = None,
-                          names: tuple[str, str, str, str] = ("high", "low", "buffer", "new")) -> None:
-    """:class:`ValueError` naming the option (``names``: the caller's spelling, e.g. the demo's flags) when a
-    threshold is not a probability, ``low`` is above ``high``, or ``buffer`` is not a whole number of frames >= 1."""
+def check_tracker_options(high: float, low: float | None, buffer: int, new: float | None = None,
+                          names: tuple[str, str, str, str] = ("high", "low", "buffer", "new"),
+                          error: type[ValueError] = ValueError) -> None:
+    """``error`` (a ValueError) naming the option (``names``: the caller's spelling, e.g. the demo's flags) when a
+    threshold is not a probability, ``low`` is above ``high``, or ``buffer`` is not a whole number of frames >= 1
+    (None: the default, always valid)."""
     for value, name in ((high, names[0]), (low, names[1]), (new, names[3])):
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
-            raise ValueError(f"{name} {value}: a score threshold is between 0 and 1")
-    if low > high:
-        raise ValueError(f"{names[1]} {low} is above {names[0]} {high}: low-score boxes are those between the two; "
+        if value is not None and not (isinstance(value, numbers.Real) and math.isfinite(value) and 0 <= value <= 1):
+            raise error(f"{name} {value}: a score threshold is between 0 and 1")
+    if low is not None and low > high:
+        raise error(f"{names[1]} {low} is above {names[0]} {high}: low-score boxes are those between the two; "
                          f"give {names[1]} <= {high}")
-    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-        raise ValueError(f"{names[2]} {buffer}: the frames a lost track is kept is a whole number >= 1 "
+    if isinstance(buffer, bool) or not isinstance(buffer, numbers.Integral) or buffer < 1:
+        raise error(f"{names[2]} {buffer}: the frames a lost track is kept is a whole number >= 1 "
                          f"(default {BUFFER_FRAMES})")
