@@ -108,6 +108,20 @@ def test_a_box_seen_once_never_gets_an_id():
     assert ids == [{0: 1}] * 6
 
 
+def test_tracking_is_class_agnostic():
+    # one object whose class flips every frame keeps its id; two classes found on one place are two objects
+    flipping = []
+    for t in range(6):
+        detections = frame((10 + 5 * t, 10, 0.9), (10 + 5 * t, 10, 0.8), (200, 200, 0.9))
+        labels = np.array([t % 2, 9, 5])  # 9: a second class on the first object
+        flipping.append(Detections(detections.boxes, detections.scores, labels, detections.names))
+    tracker = Tracker(high=0.5)
+    found = [tracker.update(detections) for detections in flipping]
+    ids = [dict(zip(f.labels.tolist(), f.track_ids.tolist())) for f in found]
+    assert ids[0] == {0: 1, 9: 2, 5: 3}
+    assert all(d == {t % 2: 1, 9: 2, 5: 3} for t, d in enumerate(ids))
+
+
 def test_the_tracked_detections_keep_their_boxes_scores_and_labels():
     detections = frame((10, 10, 0.9), (100, 10, 0.05), (200, 10, 0.7))
     tracked = Tracker(high=0.5).update(detections)
