@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from detector.detections import Detections
-from detector.inference.track import Tracker, assign, check_tracker_options, gated_assign, track_boxes
+from detector.inference.track import (Tracker, assign, check_tracker_options, connected_groups, gated_assign,
+                                      iou_matrix, track_boxes)
 
 SIZE = 40.0
 
@@ -158,6 +159,8 @@ def test_gated_assign_prefers_two_allowed_pairs_and_drops_forbidden_ones():
     cost = np.array([[0.1, 0.2], [0.25, 0.9], [0.9, 0.95]])
     assert gated_assign(cost, 0.5) == [(0, 1), (1, 0)]
     assert gated_assign(np.array([[0.9, 0.6]]), 0.5) == []
+    # a forbidden pair counts as the gate, not its own cost: 0.1 + (0.5 and a little) beats the allowed 0.45 + 0.45
+    assert gated_assign(np.array([[0.1, 0.45], [0.45, 1.0]]), 0.5) == [(0, 0)]
 
 
 @pytest.mark.parametrize("options, message", [
@@ -168,6 +171,7 @@ def test_gated_assign_prefers_two_allowed_pairs_and_drops_forbidden_ones():
     ({"new": float("nan")}, "new nan"),
 ])
 def test_bad_options_are_refused_with_their_name(options, message):
+    Tracker(high=1.0, low=0.0, new=1.0, buffer=1)  # the bounds themselves are fine
     with pytest.raises(ValueError, match=message):
         Tracker(**options)
     with pytest.raises(ValueError, match="--track_buffer 0"):
@@ -211,3 +215,30 @@ def test_the_same_tracks_as_supervisions_bytetrack(seed):
         for (_, our_id), (_, their_id) in zip(mine, theirs):
             assert id_map.setdefault(our_id, their_id) == their_id
     assert len(set(id_map.values())) == len(id_map) >= 6
+
+
+def test_a_lost_track_under_an_older_active_one_is_dropped():
+    # ByteTrack's duplicate rule: A stands at x = 100 and vanishes at frame 5; B, tracked since frame 0, walks 1 px a
+    # frame to x = 103 and stays there, covering A's lost box (IoU 0.86): the one tracked for fewer frames, A, is
+    # dropped. When B leaves and an object shows up at x = 100 again it gets a new id (without the rule: A's id).
+    frames = []
+    for t in range(30):
+        b_x = 103 + max(0, 10 - t) if t < 20 else 103 + 8 * (t - 19)
+        a = [(100, 100, 0.9)] if t < 5 or t >= 26 else []
+        frames.append(frame((b_x, 100, 0.9), *a))
+    ids = run(frames)
+    a_id, b_id = ids[0][1], ids[0][0]
+    assert all(found[0] == b_id for found in ids)
+    assert ids[27][1] not in (a_id, b_id)
+
+
+def test_iou_matrix_by_hand():
+    a = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], dtype=np.float32)
+    b = np.array([[5, 0, 15, 10], [10, 0, 20, 10], [30, 30, 40, 40], [0, 0, 10, 10]], dtype=np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b), [[50 / 150, 0, 0, 1]] * 2)  # half, touching, apart, the same
+
+
+def test_connected_groups_follow_chains_of_allowed_pairs():
+    allowed = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]], dtype=bool)
+    groups = [(rows.tolist(), cols.tolist()) for rows, cols in connected_groups(allowed)]
+    assert groups == [([0, 1], [0, 1, 2]), ([3], [3])]  # row 2 has no allowed pair
