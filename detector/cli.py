@@ -179,7 +179,8 @@ def demo_parser() -> ArgumentParser:
                         help="follow objects through the frames (ByteTrack): a stable id on each box, in --save_json "
                              "(track_id) and --save_mot; boxes scoring from --track_low up to --conf continue tracks")
     parser.add_argument("--track_low", type=float | None, default=None,
-                        help="with --track: the lowest score of a box that may continue a track (default 0.1, or --conf if lower)")
+                        help="with --track: the lowest score of a box that may continue a track (default 0.1, or "
+                             "--conf if lower)")
     parser.add_argument("--track_buffer", type=int | None, default=None,
                         help="with --track: frames a lost object's id is kept for it to come back (default 30)")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")

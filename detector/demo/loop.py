@@ -112,7 +112,8 @@ class DemoOptions:
     """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay (of the
     chosen classes), whether to try to show a window, class-agnostic suppression of same-place duplicates, and
     tracks (``track``: ids by ``detector.inference.track.Tracker`` with ``conf`` as its high threshold; boxes from
-    ``track_low`` (None: the tracker's default) up to ``conf`` continue tracks; a lost track waits ``track_buffer`` frames)."""
+    ``track_low`` (None: the tracker's default) up to ``conf`` continue tracks; a lost track waits ``track_buffer``
+    frames)."""
 
     conf: float = DEFAULT_SCORE_THRESHOLD
     classes: list[int] | None = None

@@ -2,11 +2,11 @@
 the refusal to overwrite a source file.
 
 Sinks take ``[H, W, 3]`` uint8 RGB images (written as BGR by OpenCV). The detection files are
-:mod:`detector.results`'s (a COCO-style results json, YOLO label txt files, a MOTChallenge tracks file). Every output is checked when it is
-opened (a :class:`DemoError` naming the flag) so that no work is lost at the end, and against the overwrite rule of
-:mod:`detector.overwrite` (:func:`output_guard`: never a source, the checkpoint, a checkpoint, annotation or label
-file; an existing output only with ``--exist_ok true``). Every file is written through a temporary file renamed over
-it when complete.
+:mod:`detector.results`'s (a COCO-style results json, YOLO label txt files, a MOTChallenge tracks file). Every
+output is checked when it is opened (a :class:`DemoError` naming the flag) so that no work is lost at the end, and
+against the overwrite rule of :mod:`detector.overwrite` (:func:`output_guard`: never a source, the checkpoint, a
+checkpoint, annotation or label file; an existing output only with ``--exist_ok true``). Every file is written
+through a temporary file renamed over it when complete.
 """
 from __future__ import annotations
 

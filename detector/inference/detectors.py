@@ -114,12 +114,12 @@ class BaseDetector(ABC):
         folder's images in name order, a glob, an iterable of frames), yielding one :class:`Prediction` per frame
         whose :class:`Detections` carry ``track_ids``: one id per object, stable from frame to frame.
 
-        ByteTrack (``detector.inference.track``): boxes scoring ``>= conf`` are matched first and start tracks
-        (above ``conf + 0.1``); boxes from ``low`` (None: 0.1, or ``conf`` if lower) up to ``conf`` only continue
-        tracks already there, so a yielded box may score below ``conf``. A track unmatched for more than ``buffer`` frames ends; its id is never
-        reused. Only boxes of confirmed tracks are yielded (a new object appears from its second frame, except in
-        the first frame). One tracker per call: call again for another video. Raises ValueError for a threshold
-        outside 0..1, ``low > conf`` or ``buffer < 1``.
+        ByteTrack (``detector.inference.track``): boxes scoring ``>= conf`` are matched first and start tracks (above
+        ``conf + 0.1``); boxes from ``low`` (None: 0.1, or ``conf`` if lower) up to ``conf`` only continue tracks
+        already there, so a yielded box may score below ``conf``. A track unmatched for more than ``buffer`` frames
+        ends; its id is never reused. Only boxes of confirmed tracks are yielded (a new object appears from its second
+        frame, except in the first frame). One tracker per call: call again for another video. Raises ValueError for a
+        threshold outside 0..1, ``low > conf`` or ``buffer < 1``.
         """
         check_tracker_options(conf, low, buffer, names=("conf", "low", "buffer", "new"))
         tracker = Tracker(high=conf, low=low, buffer=buffer)
