@@ -186,6 +186,9 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--save_txt", type=str | None, default=None,
                         help="write one YOLO label file per image or frame into this folder (class cx cy w h score, "
                              "normalised; <image stem>.txt or <video stem>_<frame>.txt)")
+    parser.add_argument("--save_mot", type=str | None, default=None,
+                        help="with --track: write the tracks to this MOTChallenge text file (frame,id,x,y,w,h,score,"
+                             "-1,-1,-1; frames from 1, boxes in pixels)")
     parser.add_argument("--exist_ok", type=bool, default=False, help=EXIST_OK_HELP)
     parser.add_argument("--txt_scores", type=bool, default=True,
                         help="false: --save_txt files without the score column (plain YOLO labels)")
@@ -198,6 +201,14 @@ def demo_parser() -> ArgumentParser:
     parser.add_argument("--flip_test", type=bool, default=False,
                         help="average each frame with its mirror (torch backend; about twice the network time)")
     add_passes_arguments(parser, "for photos, not for real-time video")
+    parser.add_argument("--track", type=bool, nargs="?", const=True, default=False,
+                        help="follow objects through the frames (ByteTrack): a stable id on each box, in --save_json "
+                             "(track_id) and --save_mot; boxes scoring from --track_low up to --conf continue tracks")
+    parser.add_argument("--track_low", type=float | None, default=None,
+                        help="with --track: the lowest score of a box that may continue a track (default 0.1, or "
+                             "--conf if lower)")
+    parser.add_argument("--track_buffer", type=int | None, default=None,
+                        help="with --track: frames a lost object's id is kept for it to come back (default 30)")
     parser.add_argument("--show", type=bool, default=True, help="show a window (when a display can be used)")
     parser.add_argument("--no-show", dest="no_show", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--device", type=str | None, default=None,
@@ -236,6 +247,7 @@ def demo_main(args: list[str] | None = None) -> None:
     parser = demo_parser()
     config = parser.parse_args(list(sys.argv[1:] if args is None else args))
     check_score_threshold(config.conf, "--conf")
+    track_low, track_buffer = check_tracking(config)
     if config.backend == "torch" and not config.checkpoint:
         parser.error("--checkpoint is required with --backend torch")
     if config.backend == "onnx" and (not config.onnx or config.heatmap or config.precision == "bf16"
@@ -250,7 +262,8 @@ def demo_main(args: list[str] | None = None) -> None:
         torch.set_num_threads(config.threads)
     source = open_source(config.source)
     guard = output_guard(source, [config.checkpoint, config.onnx, config.calibration], config.exist_ok)
-    check_results(source, config.save_json, config.save_txt, guard)  # every output checked before any is opened
+    # every output checked before any is opened
+    check_results(source, config.save_json, config.save_txt, guard, config.save_mot)
     sink = open_sink(config.output, source, guard)
     if config.backend == "onnx":
         detector = OnnxDetector(config.onnx, threads=config.threads)
@@ -275,17 +288,36 @@ def demo_main(args: list[str] | None = None) -> None:
     passes = detector.passes(config.flip_test, config.test_scales, config.tile, config.tile_overlap,
                              config.tile_whole, PASS_FLAGS)
     options = DemoOptions(config.conf, classes, config.heatmap, show=config.show and not config.no_show,
-                          agnostic=config.agnostic, passes=passes)
+                          agnostic=config.agnostic, passes=passes, track=config.track, track_low=track_low,
+                          track_buffer=track_buffer)
     results = open_results(source, config.save_json, config.save_txt, detector.category_ids, config.txt_scores,
-                           guard)
+                           guard, config.save_mot)
     report = run_demo(detector, source, sink, options, results)
     print(report.summary())
     if report.frames == 0 and not report.stopped:
         raise SystemExit(f"error: no frame of {config.source} could be read")
     for flag, path in (("output", config.output), ("detections json", config.save_json),
-                       ("label files", config.save_txt)):
+                       ("label files", config.save_txt), ("tracks", config.save_mot)):
         if path:
             print(f"{flag}: {path}")
+
+
+def check_tracking(config) -> tuple[float, int]:
+    """The demo's tracking flags: ``--save_mot``, ``--track_low`` and ``--track_buffer`` need ``--track``, and the
+    thresholds must make sense with ``--conf`` (:class:`OptionError` naming the flag). Returns (low or None: the
+    tracker's default, buffer)."""
+    from detector.errors import OptionError
+    from detector.inference.track import BUFFER_FRAMES, check_tracker_options
+
+    buffer = BUFFER_FRAMES if config.track_buffer is None else config.track_buffer
+    if not config.track:
+        for flag, value in (("--save_mot", config.save_mot), ("--track_low", config.track_low),
+                            ("--track_buffer", config.track_buffer)):
+            if value is not None:
+                raise OptionError(f"{flag} {value}: only with --track (tracks give the ids); add --track")
+    check_tracker_options(config.conf, config.track_low, buffer,
+                          names=("--conf", "--track_low", "--track_buffer", "new"), error=OptionError)
+    return config.track_low, buffer
 
 
 def check_score_threshold(conf: float, flag: str) -> None:

@@ -38,7 +38,8 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, i
 
 
 def draw_detections(image: np.ndarray, detections: Detections) -> np.ndarray:
-    """A copy of the RGB ``image`` with each box (xyxy in the image's pixels), class name and score drawn.
+    """A copy of the RGB ``image`` with each box (xyxy in the image's pixels), class name and score drawn (after
+    ``#<track id>`` for tracked detections).
 
     Drawn from the lowest score to the highest, so where boxes and labels overlap (CenterNet can put peaks of
     several classes on one object) the most confident label is the one on top.
@@ -50,7 +51,8 @@ def draw_detections(image: np.ndarray, detections: Detections) -> np.ndarray:
         x1, y1, x2, y2 = (int(round(v)) for v in box.tolist())
         color = class_color(int(label))
         cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        draw_label(out, f"{name} {score:.2f}", x1, y1, color)
+        track = "" if detections.track_ids is None else f"#{detections.track_ids[i]} "
+        draw_label(out, f"{track}{name} {score:.2f}", x1, y1, color)
     return out
 
 

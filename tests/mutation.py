@@ -47,6 +47,7 @@ MODULES = {
     "preprocess": ("detector/preprocess.py", ["tests/test_data_transforms.py", "tests/test_preprocess.py"]),
     "boxes": ("detector/boxes.py", ["tests/test_boxes.py"]),
     "transforms": ("detector/data/transforms.py", ["tests/test_data_transforms.py"]),
+    "track": ("detector/inference/track.py", ["tests/test_inference_track.py"]),
 }
 
 BINOP_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}

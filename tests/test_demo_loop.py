@@ -1,6 +1,7 @@
 """The demo's loop (``detector/demo/loop.py``): tools/demo.py on a video, a folder, bad sources and outputs; Ctrl-C;
 the headless check; frames read and written in threads (the same outputs as in sequence, bounded queues, a camera's
-newest frame, errors of either thread reaching the user, q); the demo's tiles, test scales and flip."""
+newest frame, errors of either thread reaching the user, q); the demo's tiles, test scales and flip; tracking in the
+loop (low-score boxes asked for, continuing a track)."""
 import json
 import os
 import re
@@ -324,3 +325,36 @@ def test_the_demo_runs_its_passes_as_the_detector_does(checkpoint, tmp_path, cap
     assert len(saved) == len(expected) > 0
     np.testing.assert_allclose([d["score"] for d in saved], expected.scores, atol=1e-4)
     np.testing.assert_allclose([d["bbox"][0] for d in saved], expected.boxes[:, 0], atol=1e-2)
+
+
+# tracks -------------------------------------------------------------------------------------------------------------
+
+class ScriptedDetector:
+    """A detector whose frame ``t`` holds one 40 x 40 box moving 5 px a frame, scoring 0.9 for three frames and 0.2
+    after (as an object fading behind another), returned above the ``conf`` asked for."""
+
+    input_size = INPUT_SIZE
+
+    def __init__(self):
+        self.frame, self.asked = 0, []
+
+    def predict_frame(self, image, conf, classes=None, flip=False, heatmap=False, agnostic=False, passes=None):
+        x = 5.0 * self.frame
+        score = 0.9 if self.frame < 3 else 0.2
+        self.frame += 1
+        self.asked.append(conf)
+        found = Detections(np.array([[x, 10, x + 40, 50]], dtype=np.float32), np.array([score], dtype=np.float32),
+                           np.array([0]), np.array(["cat"]))
+        return FrameResult(found.select(found.scores >= conf), None, {"model": 0.0})
+
+
+def test_tracking_asks_for_low_score_boxes_and_they_continue_the_track(tmp_path):
+    source = open_source(str(write_video(tmp_path / "in.mp4", frames=6)))
+    detector = ScriptedDetector()
+    results = open_results(source, None, None, save_mot=tmp_path / "tracks.txt")
+    report = run_demo(detector, source, None, DemoOptions(conf=0.5, track=True), results)
+    assert report.frames == 6 and "track" in report.stages
+    assert detector.asked == [0.1] * 6  # ByteTrack's low threshold, not --conf
+    rows = [line.split(",") for line in (tmp_path / "tracks.txt").read_text().splitlines()]
+    assert [(row[0], row[1], row[6]) for row in rows] == [
+        (str(t + 1), "1", "0.90000" if t < 3 else "0.20000") for t in range(6)]

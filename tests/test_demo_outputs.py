@@ -1,6 +1,7 @@
-"""The demo's outputs (``detector/demo/outputs.py``): ``--save_json`` (COCO-style, the dataset's category ids) and
-``--save_txt`` (YOLO labels) read back equal the Python API's detections, for a folder and a video; an ``--output``
-that would overwrite the source is refused; the device is picked (CUDA when present) and named on the first line."""
+"""The demo's outputs (``detector/demo/outputs.py``): ``--save_json`` (COCO-style, the dataset's category ids),
+``--save_txt`` (YOLO labels) and ``--save_mot`` (tracks) read back equal the Python API's detections and tracks, for
+a folder and a video; an ``--output`` that would overwrite the source is refused; the device is picked (CUDA when
+present) and named on the first line."""
 import hashlib
 import json
 
@@ -163,6 +164,42 @@ def test_video_json_and_txt_per_frame_equal_predict_many(checkpoint, detector, t
         assert_json_matches([e for e in entries if e["frame"] == frame], found, frame, "clip.mp4", frame)
         assert_txt_matches(read_txt(tmp_path / "labels" / f"clip_{frame:06d}.txt"), found, 160, 120)
     assert {e["category_id"] for e in entries} <= {3, 7}  # dog and bird only
+
+
+def read_mot(path):
+    """``[N, 10]`` floats of a MOTChallenge file (frame, id, x, y, w, h, score, -1, -1, -1)."""
+    return np.array([[float(v) for v in line.split(",")] for line in path.read_text().splitlines()]).reshape(-1, 10)
+
+
+def test_video_tracks_in_mot_and_json_equal_detector_track(checkpoint, detector, tmp_path, capsys):
+    video = write_video(tmp_path / "clip.mp4", frames=5)
+    code, out, err = demo(capsys, "--checkpoint", checkpoint, "--source", video, "--device", "cpu", "--track",
+                          "--save_mot", tmp_path / "tracks.txt", "--save_json", tmp_path / "clip.json")
+    assert code == 0, err
+    assert out[-1] == f"tracks: {tmp_path / 'tracks.txt'}" and any(line.lstrip().startswith("track ") for line in out)
+    rows, entries = read_mot(tmp_path / "tracks.txt"), read_json(tmp_path / "clip.json")
+    expected = list(detector.track(video, batch_size=2))
+    assert sorted(set(rows[:, 0].astype(int))) == [1, 2, 3, 4, 5]  # MOTChallenge counts frames from 1
+    for frame, found in expected:
+        mine = rows[rows[:, 0] == frame + 1]
+        assert len(mine) == len(found) > 0
+        np.testing.assert_array_equal(mine[:, 1], found.track_ids)
+        x1, y1, x2, y2 = found.boxes.T
+        np.testing.assert_allclose(mine[:, 2:6], np.stack([x1, y1, x2 - x1, y2 - y1], 1), atol=0.006)
+        np.testing.assert_allclose(mine[:, 6], found.scores, atol=1e-5)
+        assert [e["track_id"] for e in entries if e["frame"] == frame] == found.track_ids.tolist()
+    first, last = set(expected[0].detections.track_ids), set(expected[-1].detections.track_ids)
+    assert len(first & last) >= len(first) // 2  # a still scene: most objects keep their id to the end
+
+
+def test_an_existing_mot_file_is_kept_without_exist_ok(checkpoint, tmp_path, capsys):
+    video = write_video(tmp_path / "clip.mp4", frames=2)
+    (tmp_path / "tracks.txt").write_text("mine\n")
+    code, _, err = demo(capsys, "--checkpoint", checkpoint, "--source", video, "--track", "--save_mot",
+                        tmp_path / "tracks.txt")
+    assert code == 1 and err == [f"error: --save_mot {tmp_path / 'tracks.txt'} exists; give another path, or "
+                                 "--exist_ok true to replace it"]
+    assert (tmp_path / "tracks.txt").read_text() == "mine\n"
 
 
 def test_the_json_is_valid_after_ctrl_c(detector, tmp_path):

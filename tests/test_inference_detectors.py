@@ -233,6 +233,48 @@ def test_video_frames_are_named_by_index(detector, tmp_path):
         assert_same_detections(result.detections, detector.predict(frame, conf=0.01))
 
 
+@pytest.fixture(scope="module")
+def sized_detector(checkpoint, tmp_path_factory):
+    """The checkpoint's network predicting boxes of 4 x 7 cells (random weights predict sizes near 0: boxes of no
+    area, which overlap nothing, not even themselves a frame later)."""
+    state = torch.load(checkpoint, weights_only=True)
+    size_bias = [key for key in state["state_dict"] if key.startswith("model.head.size.") and key.endswith(".bias")]
+    state["state_dict"][size_bias[-1]] = torch.tensor([4.0, 7.0])
+    path = tmp_path_factory.mktemp("sized") / "model.ckpt"
+    torch.save(state, path)
+    return Detector.from_checkpoint(path)
+
+
+def test_track_gives_a_still_scene_the_same_ids_in_every_frame(sized_detector):
+    detector = sized_detector
+    frames = [make_image(90, 140)] * 4
+    tracked = list(detector.track(iter(frames), batch_size=3))
+    assert [name for name, _ in tracked] == [0, 1, 2, 3]
+    first = tracked[0].detections
+    assert len(first) == len(detector.predict(frames[0])) > 0  # the first frame: every box above conf, confirmed
+    assert sorted(first.track_ids) == list(range(1, len(first) + 1))
+    def with_area(found):  # boxes clipped to nothing at the image's border overlap nothing: no track continues
+        x1, y1, x2, y2 = found.boxes.T
+        return {(tuple(box), label): track_id for box, label, track_id, area in
+                zip(found.boxes.round(2).tolist(), found.labels.tolist(), found.track_ids.tolist(),
+                    (x2 - x1) * (y2 - y1)) if area > 0}
+
+    assert len(with_area(first)) > len(first) // 2
+    for _, found in tracked[1:]:
+        assert with_area(found) == with_area(first)
+
+
+def test_track_refuses_bad_options_before_reading_anything(detector):
+    def frames():
+        raise AssertionError("read")
+        yield
+
+    with pytest.raises(ValueError, match="low 0.5 is above conf 0.3"):
+        detector.track(frames(), low=0.5)
+    with pytest.raises(ValueError, match="buffer 0"):
+        detector.track(frames(), buffer=0)
+
+
 def test_single_image_file_and_array(detector, tmp_path):
     image = make_image(90, 140)
     path = write_rgb(tmp_path / "one.png", image)

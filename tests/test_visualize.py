@@ -29,6 +29,18 @@ def test_draw_detections_draws_the_class_colour_on_the_box_and_leaves_the_input(
     assert drawn[45, 35].max() == 0  # inside the box
 
 
+def test_a_tracked_box_shows_its_id_before_the_class_name():
+    plain = one_detection(label=1, box=(10.0, 40.0, 110.0, 90.0))
+    tracked = Detections(plain.boxes, plain.scores, plain.labels, plain.names, np.array([12]))
+    blank = np.zeros((100, 160, 3), dtype=np.uint8)
+
+    def label_width(drawn):  # the label's filled box: the class colour in the rows above the box's top edge
+        columns = np.flatnonzero((drawn[25:38] == class_color(1)).all(axis=2).any(axis=0))
+        return columns.max() - columns.min()
+
+    assert label_width(draw_detections(blank, tracked)) > label_width(draw_detections(blank, plain)) + 15
+
+
 def test_heatmap_overlay_maps_the_input_grid_back_to_the_image():
     image = np.zeros((60, 120, 3), dtype=np.uint8)
     heat = np.zeros((3, INPUT_SIZE // 4, INPUT_SIZE // 4), dtype=np.float32)

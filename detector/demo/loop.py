@@ -32,6 +32,7 @@ from detector.errors import DemoError
 from detector.inference.detectors import BaseDetector
 from detector.inference.pipeline import Passes
 from detector.inference.sources import Frame, ImageSource, VideoSource, warn
+from detector.inference.track import BUFFER_FRAMES, Tracker
 from detector.visualize import annotate, draw_fps
 
 QUIT_KEYS = {ord("q"), 27}  # q and Esc
@@ -124,8 +125,10 @@ class DemoReport:
 @dataclass
 class DemoOptions:
     """What the demo draws and how: score threshold, class filter (indices; None: all), heatmap overlay (of the
-    chosen classes), whether to try to show a window, class-agnostic suppression of same-place duplicates, and the
-    test-time passes (flip, test scales, tiles)."""
+    chosen classes), whether to try to show a window, class-agnostic suppression of same-place duplicates, the
+    test-time passes (flip, test scales, tiles), and tracks (``track``: ids by ``detector.inference.track.Tracker``
+    with ``conf`` as its high threshold; boxes from ``track_low`` (None: the tracker's default) up to ``conf``
+    continue tracks; a lost track waits ``track_buffer`` frames)."""
 
     conf: float = DEFAULT_SCORE_THRESHOLD
     classes: list[int] | None = None
@@ -133,6 +136,9 @@ class DemoOptions:
     show: bool = False
     agnostic: bool = False
     passes: Passes | None = None  # flip, test scales, tiles (``BaseDetector.passes``)
+    track: bool = False
+    track_low: float | None = None
+    track_buffer: int = BUFFER_FRAMES
 
 
 class FpsMeter:
@@ -298,6 +304,7 @@ def run_demo(detector: BaseDetector, source: ImageSource | VideoSource, sink: Vi
     a valid json even after Ctrl-C). Stages timed: read, preprocess, model, decode, draw, output (write and show);
     with threads, read and output are the time the loop waited for a frame and to hand one over. The frame rate is
     shown in the window and the progress line, never written into the output.
+    With ``options.track``, one tracker follows the frames in order (its time is the stage ``track``).
     """
     options = options or DemoOptions()
     report = DemoReport()
@@ -327,6 +334,8 @@ def _loop(detector: BaseDetector, source, frames, window: Window | None, progres
           options: DemoOptions, outputs: FrameOutputs) -> None:
     stages, fps = report.stages, FpsMeter()
     frames = iter(frames)
+    tracker = Tracker(options.conf, options.track_low, buffer=options.track_buffer) if options.track else None
+    conf = tracker.low if tracker is not None else options.conf
     while True:
         tick = time.perf_counter()
         item = next(frames, None)
@@ -334,10 +343,14 @@ def _loop(detector: BaseDetector, source, frames, window: Window | None, progres
             return
         image = item.image
         stages["read"] += time.perf_counter() - tick
-        result = detector.predict_frame(image, options.conf, options.classes, heatmap=options.heatmap,
+        result = detector.predict_frame(image, conf, options.classes, heatmap=options.heatmap,
                                         agnostic=options.agnostic, passes=options.passes)
         for stage, seconds in result.times.items():
             stages[stage] += seconds
+        if tracker is not None:
+            tick = time.perf_counter()
+            result.detections = tracker.update(result.detections)
+            stages["track"] += time.perf_counter() - tick
         tick = time.perf_counter()
         annotated = annotate(image, result, detector.input_size, options.classes)
         rate = fps.tick()

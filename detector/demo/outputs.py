@@ -2,11 +2,11 @@
 the refusal to overwrite a source file.
 
 Sinks take ``[H, W, 3]`` uint8 RGB images (written as BGR by OpenCV). The detection files are
-:mod:`detector.results`'s (a COCO-style results json, YOLO label txt files). Every output is checked when it is
-opened (a :class:`DemoError` naming the flag) so that no work is lost at the end, and against the overwrite rule of
-:mod:`detector.overwrite` (:func:`output_guard`: never a source, the checkpoint, a checkpoint, annotation or label
-file; an existing output only with ``--exist_ok true``). Every file is written through a temporary file renamed over
-it when complete.
+:mod:`detector.results`'s (a COCO-style results json, YOLO label txt files, a MOTChallenge tracks file). Every
+output is checked when it is opened (a :class:`DemoError` naming the flag) so that no work is lost at the end, and
+against the overwrite rule of :mod:`detector.overwrite` (:func:`output_guard`: never a source, the checkpoint, a
+checkpoint, annotation or label file; an existing output only with ``--exist_ok true``). Every file is written
+through a temporary file renamed over it when complete.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from detector.errors import DemoError
 from detector.images import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from detector.inference.sources import Frame, ImageSource, VideoSource, source_files
 from detector.overwrite import Outputs, temporary_beside, write_bytes
-from detector.results import CocoResultsWriter, YoloTxtWriter
+from detector.results import CocoResultsWriter, MotWriter, YoloTxtWriter
 
 
 # the overwrite refusal ----------------------------------------------------------------------------------------------
@@ -164,12 +164,15 @@ def _check_writable(folder: Path) -> None:
 # detection files ----------------------------------------------------------------------------------------------------
 
 class ResultFiles:
-    """The detections of each frame as files, written as the frames come: ``json`` (one COCO-style results file)
-    and/or ``txt`` (one YOLO label file per frame, named by :attr:`Frame.stem`)."""
+    """The detections of each frame as files, written as the frames come: ``json`` (one COCO-style results file),
+    ``txt`` (one YOLO label file per frame, named by :attr:`Frame.stem`) and/or ``mot`` (the tracks, MOTChallenge's
+    frame number being :attr:`Frame.image_id` + 1)."""
 
-    def __init__(self, json: CocoResultsWriter | None = None, txt: YoloTxtWriter | None = None):
+    def __init__(self, json: CocoResultsWriter | None = None, txt: YoloTxtWriter | None = None,
+                 mot: MotWriter | None = None):
         self.json = json
         self.txt = txt
+        self.mot = mot
 
     def write(self, frame: Frame, detections: Detections) -> None:
         if self.json is not None:
@@ -177,18 +180,24 @@ class ResultFiles:
         if self.txt is not None:
             H, W = frame.image.shape[:2]
             self.txt.write(detections, frame.stem, W, H)
+        if self.mot is not None:
+            self.mot.write(detections, frame.image_id + 1)
 
     def close(self) -> None:
-        for writer in (self.json, self.txt):
+        for writer in (self.json, self.txt, self.mot):
             if writer is not None:
                 writer.close()
 
 
 def check_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
-                  save_txt: str | Path | None = None, guard: Outputs | None = None) -> None:
-    """Refuse (:class:`DemoError`) a ``--save_json`` or ``--save_txt`` that would replace a source, a checkpoint,
-    an annotation or label file, or (without ``--exist_ok true``) an existing file; nothing is written."""
+                  save_txt: str | Path | None = None, guard: Outputs | None = None,
+                  save_mot: str | Path | None = None) -> None:
+    """Refuse (:class:`DemoError`) a ``--save_json``, ``--save_txt`` or ``--save_mot`` that would replace a source,
+    a checkpoint, an annotation or label file, or (without ``--exist_ok true``) an existing file, or a folder given
+    for a file; nothing is written."""
     guard = guard or output_guard(source)
+    if save_mot is not None:
+        guard.check("--save_mot", save_mot)
     if save_json is not None:
         save_json = Path(save_json)
         if (file := _overwritten(save_json, _file_ids(source))) is not None:
@@ -209,22 +218,26 @@ def check_results(source: ImageSource | VideoSource, save_json: str | Path | Non
 
 def open_results(source: ImageSource | VideoSource, save_json: str | Path | None = None,
                  save_txt: str | Path | None = None, category_ids: Sequence[int] | None = None,
-                 txt_scores: bool = True, guard: Outputs | None = None) -> ResultFiles | None:
-    """The ``--save_json`` file and ``--save_txt`` folder, checked (:func:`check_results`, both before either is
-    opened) and opened now (raises :class:`DemoError` naming the flag) so that no work is lost at the end; None when
-    neither is asked for. ``category_ids``: the dataset's id of each label (the detector's), required for the json."""
-    if save_json is None and save_txt is None:
+                 txt_scores: bool = True, guard: Outputs | None = None,
+                 save_mot: str | Path | None = None) -> ResultFiles | None:
+    """The ``--save_json`` file, ``--save_txt`` folder and ``--save_mot`` file, checked (:func:`check_results`, all
+    before any is opened) and opened now (raises :class:`DemoError` naming the flag) so that no work is lost at the
+    end; None when none is asked for. ``category_ids``: the dataset's id of each label (the detector's), required
+    for the json. ``save_mot`` needs tracked detections (the demo's ``--track``)."""
+    if save_json is None and save_txt is None and save_mot is None:
         return None
     if save_json is not None and category_ids is None:
         raise DemoError(f"--save_json {save_json}: the model does not record the dataset's category ids (an "
                         f"ONNX file exported before 2026-12-01); export it again with centernet export")
-    check_results(source, save_json, save_txt, guard)
-    json_writer = txt_writer = None
+    check_results(source, save_json, save_txt, guard, save_mot)
+    json_writer = txt_writer = mot_writer = None
     if save_txt is not None:
         txt_writer = _open_writer("--save_txt", save_txt, lambda: YoloTxtWriter(save_txt, txt_scores))
     if save_json is not None:
         json_writer = _open_writer("--save_json", save_json, lambda: CocoResultsWriter(save_json, category_ids))
-    return ResultFiles(json_writer, txt_writer)
+    if save_mot is not None:
+        mot_writer = _open_writer("--save_mot", save_mot, lambda: MotWriter(save_mot))
+    return ResultFiles(json_writer, txt_writer, mot_writer)
 
 
 def _open_writer(flag: str, path: str | Path, make):

@@ -4,8 +4,8 @@
 ``preprocess.letterbox`` at the checkpoint's input size, then ``detector.inference.pipeline`` (normalisation,
 network, optional flip, decode, inverse letterbox, threshold, class filter). :class:`OnnxDetector` runs a file
 written by ``detector.inference.export.export_onnx`` with ONNX Runtime instead of torch, behind the same interface.
-What they can be fed is ``detector.inference.sources``'s. :func:`pick_device` is the one device rule (the demo's
-``--device`` too).
+What they can be fed is ``detector.inference.sources``'s. ``track`` follows objects through a video with
+``detector.inference.track.Tracker``. :func:`pick_device` is the one device rule (the demo's ``--device`` too).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from detector.inference.pipeline import (TILE_OVERLAP, Passes, Precision, check_
 from detector.inference.quantize import int8_network
 from detector.inference.runtime import open_session
 from detector.inference.sources import iter_images
+from detector.inference.track import BUFFER_FRAMES, Tracker, check_tracker_options
 from detector.model.compiled import CompiledNetwork
 from detector.model.fuse import fold_batchnorm, prepare_for_inference
 from detector.preprocess import letterbox, to_chw_tensor, unletterbox_boxes
@@ -117,6 +118,26 @@ class BaseDetector(ABC):
             detections, _, _ = self.detect([as_image(image) for _, image in chunk], test)
             for (name, _), result in zip(chunk, self.to_detections(detections, conf, classes, agnostic)):
                 yield Prediction(name, result)
+
+    def track(self, source: str | Path | Iterable[ImageInput], conf: float = DEFAULT_SCORE_THRESHOLD,
+              low: float | None = None, buffer: int = BUFFER_FRAMES, batch_size: int = 8, flip: bool = False,
+              classes: Sequence[int | str] | int | str | None = None,
+              agnostic: bool = False) -> Iterator[Prediction]:
+        """Follow objects through the frames of ``source`` (as :meth:`predict_many` reads it: a video file, a
+        folder's images in name order, a glob, an iterable of frames), yielding one :class:`Prediction` per frame
+        whose :class:`Detections` carry ``track_ids``: one id per object, stable from frame to frame.
+
+        ByteTrack (``detector.inference.track``): boxes scoring ``>= conf`` are matched first and start tracks (above
+        ``conf + 0.1``); boxes from ``low`` (None: 0.1, or ``conf`` if lower) up to ``conf`` only continue tracks
+        already there, so a yielded box may score below ``conf``. A track unmatched for more than ``buffer`` frames
+        ends; its id is never reused. Only boxes of confirmed tracks are yielded (a new object appears from its second
+        frame, except in the first frame). One tracker per call: call again for another video. Raises ValueError for a
+        threshold outside 0..1, ``low > conf`` or ``buffer < 1``.
+        """
+        check_tracker_options(conf, low, buffer, names=("conf", "low", "buffer", "new"))
+        tracker = Tracker(high=conf, low=low, buffer=buffer)
+        predictions = self.predict_many(source, batch_size, tracker.low, flip, classes, agnostic)
+        return (Prediction(name, tracker.update(detections)) for name, detections in predictions)
 
     def predict_frame(self, image: np.ndarray, conf: float = DEFAULT_SCORE_THRESHOLD, classes: list[int] | None = None,
                       flip: bool = False, heatmap: bool = False, agnostic: bool = False,

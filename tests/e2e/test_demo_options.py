@@ -183,6 +183,12 @@ def test_the_onnx_backend_runs_with_the_threads_asked_for(onnx_model, tmp_path, 
 
 # the Python API -----------------------------------------------------------------------------------------------------
 
+def test_the_onnx_backend_tracks_as_the_torch_one(onnx_model, detector):
+    frames = [make_image(90, 140, seed=i // 2) for i in range(4)]  # two scenes, two frames each
+    ours = [found.track_ids.tolist() for _, found in OnnxDetector(onnx_model, threads=1).track(frames)]
+    assert ours == [found.track_ids.tolist() for _, found in detector.track(frames)] and len(ours[0]) > 0
+
+
 def test_one_class_given_as_a_string_is_one_class(detector):
     image = make_image(90, 140)
     birds = detector.predict(image, conf=0.2, classes=["bird"])

@@ -260,6 +260,14 @@ def threshold(value):
     return make
 
 
+def demo_with(*flags):
+    """The demo on one image with ``flags``; ``{inputs}`` in a flag is the input folder."""
+    def make(inputs, state):
+        return demo_args(save_checkpoint(inputs / "model.ckpt", state), write_image(inputs / "0.png"), None,
+                         *(flag.format(inputs=inputs) for flag in flags))
+    return make
+
+
 def gif_in_a_demo_folder(inputs, state):
     write_image(inputs / "photos" / "ok.png")
     (inputs / "photos" / "anim.gif").write_bytes(b"GIF89a" + bytes(20))
@@ -344,6 +352,15 @@ CASES = [
          lambda o, out: refused(o, "model.ckpt", "do not fit")),
     Case("--conf 2", "demo", threshold("2"), lambda o, out: refused(o, "--conf 2")),
     Case("--conf -1", "demo", threshold("-1"), lambda o, out: refused(o, "--conf -1")),
+    Case("--save_mot without --track", "demo", demo_with("--save_mot", "tracks.txt"),
+         lambda o, out: refused(o, "--save_mot tracks.txt", "--track")),
+    Case("--track_low above --conf", "demo", demo_with("--track", "--track_low", "0.5"),
+         lambda o, out: refused(o, "--track_low 0.5", "--conf 0.3")),
+    Case("--track_low 2", "demo", demo_with("--track", "--track_low", "2"), lambda o, out: refused(o, "--track_low 2")),
+    Case("--track_buffer 0", "demo", demo_with("--track", "--track_buffer", "0"),
+         lambda o, out: refused(o, "--track_buffer 0")),
+    Case("--save_mot a folder", "demo", demo_with("--track", "--save_mot", "{inputs}"),
+         lambda o, out: refused(o, "--save_mot", "is a folder")),
     Case("a GIF in a demo folder", "demo", gif_in_a_demo_folder, gif_counted),
     Case("eval --nms_iou 2", "eval", eval_nms_iou("2"), lambda o, out: refused(o, "--nms_iou 2", "at most 1")),
     Case("an unreadable validation image", "eval", unreadable_validation_image, left_out_of_the_metric),
