@@ -19,7 +19,7 @@ from detector.preprocess import normalize, to_chw_tensor
 from detector.errors import QuantizationError
 from detector.inference.quantize import calibration_batches
 from detector.targets import encode
-from helpers.commands import run_tool
+from helpers.commands import run_in_process, run_tool
 from helpers.onnx_models import identity_onnx
 
 CLASS_NAMES = ["red", "blue"]
@@ -121,25 +121,25 @@ def test_exported_int8_file_runs_behind_the_onnx_detector(trained, tmp_path):
     assert_boxes_agree(detector, Detector.from_checkpoint(checkpoint), shapes_image(12)[0])
 
 
-def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(trained, tmp_path):
+def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(trained, tmp_path, capsys):
     checkpoint, train = trained
-    result = run_tool("demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
+    result = run_in_process(capsys, "demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
                       "--precision", "int8", "--calibration", str(train), "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert "3 frames" in result.stdout, result.stdout
     from detector.inference.export import description
 
     fp32 = identity_onnx(tmp_path / "fp32.onnx", SIZE, description(CLASS_NAMES, SIZE, 100))  # refused unread
-    result = run_tool("demo.py", "--backend", "onnx", "--onnx", str(fp32), "--source", str(train), "--show",
+    result = run_in_process(capsys, "demo.py", "--backend", "onnx", "--onnx", str(fp32), "--source", str(train), "--show",
                       "false", "--precision", "int8")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [f"error: {fp32} is fp32, not int8: for int8, export it with "
                                                   "centernet export --precision int8 --calibration <training images>"]
 
 
-def test_int8_without_calibration_images_is_one_line(trained, tmp_path):
+def test_int8_without_calibration_images_is_one_line(trained, tmp_path, capsys):
     checkpoint, train = trained
-    result = run_tool("demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
+    result = run_in_process(capsys, "demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
                       "--precision", "int8")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == ["error: int8 needs calibration images (a few training images, "
@@ -149,9 +149,9 @@ def test_int8_without_calibration_images_is_one_line(trained, tmp_path):
         calibration_batches(tmp_path / "empty", SIZE)
 
 
-def test_int8_torchscript_export_is_refused_as_usage(trained, tmp_path):
+def test_int8_torchscript_export_is_refused_as_usage(trained, tmp_path, capsys):
     checkpoint, train = trained
-    result = run_tool("export.py", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.pt"),
+    result = run_in_process(capsys, "export.py", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "m.pt"),
                       "--format", "torchscript", "--precision", "int8", "--calibration", str(train))
     assert result.returncode == 2 and "--precision int8 exports ONNX only" in result.stderr
 
@@ -228,9 +228,9 @@ def test_onnxruntime_runtime_refuses_what_only_torch_runs(trained):
         Detector(model, CLASS_NAMES, SIZE, runtime="onnxruntime", compile=True)
 
 
-def test_demo_runtime_onnxruntime_names_it_in_the_first_line(trained):
+def test_demo_runtime_onnxruntime_names_it_in_the_first_line(trained, capsys):
     checkpoint, train = trained
-    result = run_tool("demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
+    result = run_in_process(capsys, "demo.py", "--checkpoint", str(checkpoint), "--source", str(train), "--show", "false",
                       "--runtime", "onnxruntime", "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "device: cpu (1 thread); torch backend, fp32, network run by onnxruntime"

@@ -14,10 +14,11 @@ from helpers.images import make_image
 from detector import Detector
 from torchvision.ops import box_iou  # an independent IoU
 from detector.checkpoint import load_checkpoint
+from detector.cli import run
 from detector.data.synthetic import SYNTHETIC_CLASSES
 from detector.training.module import CenterNetModule
 from detector.preprocess import letterbox, unletterbox_boxes
-from helpers.commands import run_tool
+from helpers.commands import run_in_process, run_tool
 
 SIZE = 64
 SOURCE_CLASSES = ["cat", "dog", "bird"]  # the synthetic set's five classes are others
@@ -91,14 +92,14 @@ def test_finetune_keeps_the_offset_and_size_heads_and_starts_a_new_class_heatmap
 
 @pytest.fixture(scope="module")
 def evaluated(finetuned):
-    """The fine-tuned checkpoint's validation detections from ``tools/eval.py``: plain, ``--flip_test true`` and
+    """The fine-tuned checkpoint's validation detections from ``centernet eval``: plain, ``--flip_test true`` and
     ``--nms_iou 0.3``. Returns ({name: results}, checkpoint, data root)."""
     tmp, last = finetuned
     runs = {}
     for name, extra in (("plain", []), ("flip", ["--flip_test", "true"]), ("nms", ["--nms_iou", "0.3"])):
         out = tmp / f"{name}.json"
-        result = run_tool("eval.py", "--checkpoint", str(last), "--accelerator", "cpu", "--results", str(out), *extra)
-        assert result.returncode == 0, result.stderr[-3000:]
+        # in this process (tools/eval.py as a subprocess: the fixture of tests/test_plots.py)
+        assert run("eval", ["--checkpoint", str(last), "--accelerator", "cpu", "--results", str(out), *extra]) == 0
         runs[name] = json.loads(out.read_text())
     return runs, last, tmp / "synthetic"
 
@@ -247,8 +248,8 @@ def test_export_torchscript_from_the_command_line_gives_the_detector_boxes(sourc
 # mixed-precision training on the CPU --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
-def test_mixed_precision_training_on_the_cpu_gives_a_finite_loss(precision, tmp_path):
-    result = run_tool("train.py", *train_args(tmp_path, "--trainer.max_steps", "2", "--trainer.precision", precision,
+def test_mixed_precision_training_on_the_cpu_gives_a_finite_loss(precision, tmp_path, capsys):
+    result = run_in_process(capsys, "train.py", *train_args(tmp_path, "--trainer.max_steps", "2", "--trainer.precision", precision,
                                               "--trainer.log_every_n_steps", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     last = Path(result.stdout.split("last: ")[1].split(")")[0])

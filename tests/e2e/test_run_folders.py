@@ -2,27 +2,59 @@
 run of that name and refuses a checkpoint of other classes before making a folder, a resume continues in the run's
 folder (one TensorBoard run, the best checkpoint kept) with the schedule it started with, and the closing hint
 resumes with the run's saved config, the user's overrides included."""
+import contextlib
+import io
 import json
-import os
+import logging
 import re
 import shlex
 import subprocess
-import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from detector.cli import run
 from detector.training.naming import run_name
 
 ROOT = Path(__file__).resolve().parents[2]
 LR = 2e-3  # synthetic.yaml's
 
 
+@contextlib.contextmanager
+def logging_to(stream):
+    """Log records reach ``stream`` meanwhile, as they reach stderr in a process of its own: through a handler on
+    the root logger (under pytest, Lightning's loggers propagate there) and through the stream handlers of loggers
+    that do not propagate (made at import, they hold the stderr of that moment)."""
+    root = logging.getLogger()
+    loggers = [logger for logger in logging.Logger.manager.loggerDict.values()
+               if isinstance(logger, logging.Logger) and not logger.propagate]
+    handlers = [handler for logger in loggers for handler in logger.handlers
+                if type(handler) is logging.StreamHandler]
+    streams = [handler.stream for handler in handlers]
+    extra = logging.StreamHandler(stream)
+    root.addHandler(extra)
+    for handler in handlers:
+        handler.setStream(stream)
+    try:
+        yield
+    finally:
+        root.removeHandler(extra)
+        for handler, old in zip(handlers, streams):
+            handler.setStream(old)
+
+
 def run_train(*args, status=0):
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "train.py"), *args], capture_output=True,
-                            text=True, env=env, timeout=600, cwd=ROOT)
+    """``centernet train args`` in this process (the module fixture cannot take ``capsys``: its output is caught by
+    redirecting sys.stdout and sys.stderr, every warning shown each time); a ``CompletedProcess``. tools/train.py
+    as a subprocess is tests/test_plots.py's fixture and tests/e2e/test_commands.py's."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), logging_to(err), \
+            warnings.catch_warnings():
+        warnings.simplefilter("always")
+        code = run("train", list(args))
+    result = subprocess.CompletedProcess(["train", *args], code, out.getvalue(), err.getvalue())
     assert result.returncode == status, result.stderr
     return result
 

@@ -27,6 +27,25 @@ def run_tool(script, *args, timeout=600, omp_threads="1", env_extra=None):
                           env=env, timeout=timeout, cwd=ROOT)
 
 
+def run_in_process(capsys, script, *args):
+    """``tools/<script>`` with ``args`` run in this process (``detector.cli.run``: no interpreter to start, no imports
+    to repeat), its output read from ``capsys``: a ``CompletedProcess`` as :func:`run_tool` returns, exit status
+    included (a ``SystemExit`` of a usage error or of an ``error: ...`` message becomes the status, and the message
+    stderr, as the interpreter would make them). For the tests whose question is not the entry point itself."""
+    from detector.cli import run
+
+    command = Path(script).stem
+    capsys.readouterr()
+    try:
+        status = run(command, [str(arg) for arg in args])
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else 1
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([command, *args], status, out, err)
+
+
 def modules_after(statement):
     result = python(code=f"import json, sys; {statement}; print(json.dumps(sorted(sys.modules)))")
     assert result.returncode == 0, result.stderr
