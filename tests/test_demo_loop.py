@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from helpers.checkpoints import CLASS_NAMES, INPUT_SIZE, make_checkpoint
-from helpers.commands import InterruptAt, run_demo_tool
+from helpers.commands import InterruptAt, run_demo_tool, run_in_process
 from helpers.images import make_image, write_video
 
 from detector import Detector
@@ -84,12 +84,14 @@ def test_demo_on_a_folder_skips_a_corrupt_image_with_a_warning(checkpoint, tmp_p
     assert "3 frames" in result.stdout and "1 unreadable skipped" in result.stdout
 
 
-@pytest.mark.slow
-def test_missing_source_or_a_lone_unreadable_image_fails_clearly(checkpoint, tmp_path):
-    missing = run_demo_tool("--checkpoint", str(checkpoint), "--source", str(tmp_path / "missing.mp4"))
+def test_missing_source_or_a_lone_unreadable_image_fails_clearly(checkpoint, tmp_path, capsys):
+    # in this process: tests/e2e/test_commands.py runs a missing source through tools/demo.py
+    missing = run_in_process(capsys, "demo.py", "--no-show", "--checkpoint", checkpoint, "--source",
+                             tmp_path / "missing.mp4")
     assert missing.returncode != 0 and "missing.mp4 does not exist" in missing.stderr
     (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
-    broken = run_demo_tool("--checkpoint", str(checkpoint), "--source", str(tmp_path / "broken.png"))
+    broken = run_in_process(capsys, "demo.py", "--no-show", "--checkpoint", checkpoint, "--source",
+                            tmp_path / "broken.png")
     assert broken.returncode != 0 and "broken.png" in broken.stderr and "no frame" in broken.stderr
 
 
