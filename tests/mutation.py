@@ -205,7 +205,8 @@ def _preimport() -> None:
 
 
 def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
-    """(passed, seconds) of ``pytest -x -q args`` in a forked child; a child past ``timeout`` is killed."""
+    """(passed, seconds) of ``pytest -x -q args`` in a forked child (in its own process: no xdist workers); a child
+    past ``timeout`` is killed, and its log ends with a ``TIMEOUT`` line."""
     start = time.perf_counter()
     pid = os.fork()
     if pid == 0:  # child
@@ -221,7 +222,7 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
             sys.pycache_prefix = tempfile.mkdtemp(prefix="mutation-pyc-")  # never a stale .pyc of another mutant
             torch.set_num_threads = lambda n: None  # conftest asks for 2 threads; mutation runs keep to 1
             os.chdir(ROOT)
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *args])
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args])
             import detector
 
             if not Path(detector.__file__).resolve().is_relative_to(ROOT):
@@ -235,6 +236,8 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
         if time.perf_counter() - start > timeout:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            with log.open("a") as file:
+                file.write("\nTIMEOUT\n")
             return False, time.perf_counter() - start
         time.sleep(0.05)
 
@@ -261,7 +264,7 @@ def mutate_module(name: str, list_only: bool, log_dir: Path, only: set[str] | No
         raise SystemExit(f"{name}: the tests fail without any mutant; see {log_dir / f'{name}-baseline.log'}")
     timeout = 3 * baseline + 10
     print(f"{name}: {len(mutants)} mutants, tests {' '.join(args)} ({baseline:.1f} s unmutated)", flush=True)
-    survivors = []
+    survivors, reasons = [], {}
     for i, mutant in enumerate(mutants):
         log = log_dir / f"{name}-{i:03d}.log"
         try:
@@ -274,8 +277,29 @@ def mutate_module(name: str, list_only: bool, log_dir: Path, only: set[str] | No
             survivors.append((mutant, line))
             print(f"  SURVIVED {path}:{mutant.line}: {mutant.change}    | {line}", flush=True)
         else:
+            reason = kill_reason(log)
+            reasons[reason] = reasons.get(reason, 0) + 1
+            print(f"  KILLED {path}:{mutant.line}: {mutant.change}    by {reason}", flush=True)
             log.unlink(missing_ok=True)
+    timeouts = reasons.pop("timeout", 0)
+    killed = len(mutants) - len(survivors) - timeouts
+    print(f"{name}: {len(mutants)} mutants: {killed} killed by a failing test, {timeouts} by a timeout, "
+          f"{len(survivors)} survived", flush=True)
+    for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+        print(f"  {count:4d} killed by {reason}", flush=True)
     return len(mutants), survivors
+
+
+def kill_reason(log: Path) -> str:
+    """Why a mutant's run failed, from its log: ``timeout``, the first failing test (``-x``: the only one), or the
+    error that stopped the run before any test (an import or collection error)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if text.rstrip().endswith("TIMEOUT"):
+        return "timeout"
+    for line in text.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line.split(" - ")[0].split(" ", 1)[1]
+    return "an error before any test (import or collection)"
 
 
 def main() -> None:
