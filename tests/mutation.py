@@ -205,7 +205,7 @@ def _preimport() -> None:
 
 
 def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
-    """(passed, seconds) of ``pytest -x -q args`` in a forked child (in its own process: no xdist workers); a child
+    """(passed, seconds) of ``pytest -x -q args`` in a forked child (``-n 0``: in the child itself, no xdist workers); a child
     past ``timeout`` is killed, and its log ends with a ``TIMEOUT`` line."""
     start = time.perf_counter()
     pid = os.fork()
@@ -222,7 +222,7 @@ def run_tests(args: list[str], timeout: float, log: Path) -> tuple[bool, float]:
             sys.pycache_prefix = tempfile.mkdtemp(prefix="mutation-pyc-")  # never a stale .pyc of another mutant
             torch.set_num_threads = lambda n: None  # conftest asks for 2 threads; mutation runs keep to 1
             os.chdir(ROOT)
-            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *args])
+            code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-n", "0", *args])
             import detector
 
             if not Path(detector.__file__).resolve().is_relative_to(ROOT):
