@@ -34,6 +34,14 @@ def test_radius_keeps_iou_at_least_min_overlap():
     assert torch.allclose(tight, torch.full_like(tight, 0.7), atol=1e-9)
 
 
+def test_an_overlap_of_one_allows_no_displacement():
+    """min_overlap 1.0: only the box itself keeps IoU 1, so every radius is 0, exact and legacy (case 1's constant
+    is then 0 / 2; a mutant dividing by ``1 - o`` makes it 0 / 0, a NaN radius)."""
+    w, h = torch.tensor([1.0, 30.0, 200.0]), torch.tensor([1.0, 50.0, 20.0])
+    for legacy in (False, True):
+        assert torch.equal(gaussian_radius(w, h, 1.0, legacy=legacy), torch.zeros(3)), legacy
+
+
 def test_legacy_radius_is_larger_and_breaks_the_overlap_rule():
     w, h = torch.rand(2, 1000, dtype=torch.float64) * 200 + 2
     legacy = gaussian_radius(w, h, 0.7, legacy=True)
