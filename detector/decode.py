@@ -28,7 +28,7 @@ def local_max(heatmap: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(heatmap, 3, stride=1, padding=1)
     padded = F.pad(heatmap, (1, 1, 1, 1), value=float("-inf"))  # [B, C, h+2, w+2]
     rows = torch.maximum(torch.maximum(padded[..., :-2], padded[..., 1:-1]), padded[..., 2:])  # [B, C, h+2, w]
-    return torch.maximum(torch.maximum(rows[..., :-(3), :], rows[..., 1:-1, :]), rows[..., 2:, :])  # [B, C, h, w]
+    return torch.maximum(torch.maximum(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])  # [B, C, h, w]
 
 
 def _top_peaks(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
