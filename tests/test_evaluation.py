@@ -225,6 +225,9 @@ def test_no_detections_score_zero_for_every_class():
     result = coco_evaluate(two_image_dataset(), [])
     assert result.per_class == {"bicycle": 0.0, "toothbrush": 0.0}
     assert set(result.metrics.values()) == {0.0}
+    # the PR curves: precision 0 at COCOeval's 101 recall thresholds, as a run with detections gives them
+    assert sorted(result.pr50) == ["bicycle", "toothbrush"]
+    assert all(curve.shape == (101,) and not curve.any() for curve in result.pr50.values())
 
 
 def test_voc07_without_classes_and_annotations_without_iscrowd():
@@ -273,3 +276,9 @@ def test_detections_of_an_image_whose_file_disagrees_with_its_declared_size_are_
     result = evaluator.compute()
     assert result.metrics["AP"] == pytest.approx(1.0)
     assert [r["bbox"] for r in evaluator.results] == [[10.0, 10.0, 30.0, 20.0], [5.0, 5.0, 20.0, 20.0]]
+
+
+def test_a_metric_of_zero_prints_as_zero_and_no_value_as_a_dash():
+    from detector.evaluation import _percent
+
+    assert [_percent(v) for v in (0.0, 0.1234, 1.0, -1.0, float("nan"))] == ["0.00", "12.34", "100.00", "-", "-"]
