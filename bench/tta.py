@@ -124,7 +124,8 @@ def run_tiles(args: argparse.Namespace) -> None:
     photos = mosaics(annotations, args.grid, args.limit)
     if not photos:
         raise SystemExit(f"fewer than {args.grid ** 2} validation photos: lower --grid")
-    detector = Detector.from_checkpoint(args.checkpoint, device="cpu", max_detections=args.max_detections)
+    detector = Detector.from_checkpoint(args.checkpoint, device="cpu", runtime="torch",
+                                        max_detections=args.max_detections)
     source = read_image(annotations[0].file)
     tile = args.tile or max(source.shape[:2])
     height, width = photos[0][0].shape[:2]
@@ -144,7 +145,8 @@ def run_tiles(args: argparse.Namespace) -> None:
 
 def run_scales(args: argparse.Namespace) -> None:
     datamodule = validation_data(args)
-    detector = Detector.from_checkpoint(args.checkpoint, device="cpu")
+    # runtime="torch": test scales run the network at other sizes (the exported runtime network has one)
+    detector = Detector.from_checkpoint(args.checkpoint, device="cpu", runtime="torch")
     batches = list(datamodule.val_dataloader())
     if args.limit is not None:
         batches = batches[:max(1, args.limit // 8)]
