@@ -51,6 +51,11 @@ def test_neither_side_is_empty_for_two_photos_or_more():
     chosen = hashed_validation(NAMES[:5], 1 - tiny)  # above every fraction: the highest one stays in train
     assert sum(chosen) == 4 and not chosen[NAMES[:5].index(high)]
     assert hashed_validation(NAMES[:1], tiny) == [False]  # one photo: nothing to move (split_dataset refuses it)
+    assert hashed_validation(NAMES[:1], 1 - tiny) == [True]
+    two = sorted(NAMES[:2], key=name_fraction)  # exactly two photos: one each side, whatever the fraction
+    for fraction in (tiny, 1 - tiny):
+        chosen = hashed_validation(two, fraction)
+        assert chosen == [True, False], fraction  # the lower hash validates, the higher trains
 
 
 def test_split_dataset_by_hash_or_by_the_recorded_names(tmp_path):
@@ -67,7 +72,8 @@ def test_split_dataset_by_hash_or_by_the_recorded_names(tmp_path):
     assert [a.file.name for a in train2.annotations] == record["train"] + ["added.jpg"]
     with pytest.raises(DatasetError, match=r"photos: no image for the held-out validation split \(1 images"):
         split_dataset(dataset(NAMES[:1]), 0.2)
-    paths = write_split_lists(train, val, tmp_path / "run")
+    write_split_lists(train, val, tmp_path / "runs" / "run")  # a folder made with its parents, then written again
+    paths = write_split_lists(train, val, tmp_path / "runs" / "run")
     assert [p.name for p in paths] == ["split_train.txt", "split_val.txt"]
     assert paths[1].read_text().splitlines() == [str(a.file) for a in val.annotations]
     assert paths[0].read_text().splitlines() == [str(a.file) for a in train.annotations]
