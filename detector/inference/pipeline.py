@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.ops import batched_nms, box_iou, nms
+from torchvision.ops import batched_nms, nms
 
+from detector.boxes import iou_xyxy
 from detector.decode import decode, flip_merge
 from detector.detections import Detections
 from detector.errors import OptionError
@@ -241,7 +242,7 @@ def soft_nms(boxes: torch.Tensor, scores: torch.Tensor, sigma: float = SOFT_NMS_
     multiplied by ``exp(-IoU^2 / sigma)`` with it; a box whose score falls under ``threshold`` is dropped (the
     paper's code: its ``soft_nms`` with ``method=2``).
     """
-    iou = box_iou(boxes.float(), boxes.float())
+    iou = iou_xyxy(boxes.float(), boxes.float())
     current = scores.float().clone()
     result = torch.zeros_like(current)
     remaining = torch.ones_like(current, dtype=torch.bool)

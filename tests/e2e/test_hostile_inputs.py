@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.commands import run_in_process
 from helpers.images import huge_png
 
-from detector.cli import run
 from detector.training.module import CenterNetModule
 
 CLASSES = ["a", "b"]
@@ -102,17 +102,10 @@ class Outcome:
 
 
 def run_command(command: str, args: list[str], capsys) -> Outcome:
-    capsys.readouterr()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
-            status = run(command, args)
-        except SystemExit as stop:  # the demo's own "error: ..." exits, and usage errors
-            status = stop.code if isinstance(stop.code, int) else 1
-            if isinstance(stop.code, str):
-                print(stop.code, file=__import__("sys").stderr)
-    out, err = capsys.readouterr()
-    return Outcome(status, out, err, [str(w.message) for w in caught])
+        result = run_in_process(capsys, command, *args)
+    return Outcome(result.returncode, result.stdout, result.stderr, [str(w.message) for w in caught])
 
 
 def hashes(folder: Path) -> dict[str, str]:
