@@ -205,6 +205,8 @@ def test_per_class_ap_counts_up_to_100_detections_per_image():
     result = coco_evaluate(gt, results)
     assert result.metrics["AP"] == pytest.approx(1.0)
     assert result.per_class["coin"] == pytest.approx(1.0)  # maxDets 100, not 1 or 10
+    # the PR curve too: at 10 detections per image recall would stop at 10/12 and precision be 0 beyond it
+    np.testing.assert_array_equal(result.pr50["coin"], np.ones(101))
 
 
 def test_coco_summary_and_table_name_each_metric():
@@ -282,3 +284,22 @@ def test_a_metric_of_zero_prints_as_zero_and_no_value_as_a_dash():
     from detector.evaluation import _percent
 
     assert [_percent(v) for v in (0.0, 0.1234, 1.0, -1.0, float("nan"))] == ["0.00", "12.34", "100.00", "-", "-"]
+
+
+def test_an_image_whose_declared_size_is_missing_or_zero_keeps_its_real_pixels():
+    """Only a declared width and height both given rescale the boxes: an entry with a height of 0 (or none) leaves
+    them in the file's pixels rather than squashing them to a zero height."""
+    gt = make_coco([{"id": 9, "width": 64, "height": 0}], [annotation(1, 9, 3, [5, 5, 20, 20])],
+                   [{"id": 3, "name": "a"}])
+    detections = {"boxes": torch.tensor([[[5.0, 5, 25, 25]]]), "scores": torch.tensor([[0.9]]),
+                  "labels": torch.tensor([[0]])}
+    evaluator = Evaluator(gt, category_ids=[3])
+    evaluator.update(torch.tensor([9]), detections, image_sizes=torch.tensor([[32.0, 32]]))
+    assert [r["bbox"] for r in evaluator.results] == [[5.0, 5.0, 20.0, 20.0]]
+
+
+def test_an_evaluation_result_counts_no_image_unless_told():
+    from detector.evaluation import EvalResult
+
+    coco = CocoResult({name: 0.0 for name in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large")})
+    assert EvalResult(coco).metrics["images"] == 0.0 and EvalResult(coco, images=3).metrics["images"] == 3.0
