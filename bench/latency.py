@@ -22,6 +22,9 @@ neck, no DCN, fp32).
   by ``OnnxDetector`` (letterbox, session, boxes back to original pixels), fp32 and int8
   (``detector.inference.quantize``: the network statically quantized, QDQ, per-channel; calibrated on random
   images here, which changes no time). Skipped with a note without onnxruntime.
+- ``Detector(...)`` rows: the network exported in memory (any input size) and run by ONNX Runtime or OpenVINO, fp32
+  and int8 (quantized in memory as ``Detector(precision="int8")`` does), letterbox and decoding the torch ones, as
+  ``Detector.predict`` runs them.
 - ``YOLOv8n``: the peer, ultralytics' ``YOLO("yolov8n.yaml")`` (random weights, no download) through its own
   ``predict`` at ``imgsz`` = the size (its letterbox pads 640x480 to 512x384, not 512x512), fp32 and under bf16
   autocast, **timed in its own process** (``--peer yolov8n``, started by this script after the others' round for
@@ -379,6 +382,33 @@ def detector_onnxruntime_runner(size: int, threads: int,
     return runners
 
 
+def detector_int8_runners(size: int, threads: int) -> dict[str, Callable]:
+    """``Detector(..., precision="int8", runtime=...)`` for ONNX Runtime and OpenVINO (int8's ``"auto"`` picks the
+    first installed of ``fastest.INT8_PREFERENCE``): the network quantized in memory (calibrated on 8 random images,
+    which changes no time), letterbox and decoding the torch ones, as ``Detector.predict`` runs them; each runtime's
+    threads checked. A note and no row for a runtime that is not installed."""
+    from detector.inference.detectors import Detector
+
+    names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
+    generator = np.random.default_rng(0)
+    calibration = [generator.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(CALIBRATION_IMAGES)]
+    runners = {}
+    for runtime in ("onnxruntime", "openvino"):
+        try:
+            detector = Detector(copy.deepcopy(network), names, size, precision="int8", calibration=calibration,
+                                runtime=runtime)
+        except Exception as error:  # noqa: BLE001  (the rows are optional)
+            print(f"note: no Detector(precision='int8', runtime={runtime!r}) row ({error})")
+            continue
+        name = f"ours (lean) int8, Detector(runtime='{runtime}')"
+        if runtime == "onnxruntime":
+            check_onnx_threads(detector.network.session, threads, name)
+        else:
+            check_openvino_threads(detector.network.compiled, threads, name)
+        runners[name] = lambda image, detector=detector: detector.predict(image, conf=0.0)
+    return runners
+
+
 def yolov8n_runners(size: int) -> tuple[dict[str, Callable[[np.ndarray], object]], str]:
     """ultralytics YOLOv8n from its model YAML (random weights, no download), ``predict`` at ``imgsz=size`` (its own
     letterbox, which pads 640x480 to 512x384 only, its NMS, boxes in original pixels), fp32 and under bf16
@@ -533,6 +563,7 @@ def build(size: int, folder: str, threads: int, compile: bool = False,
                                                         num_classes=NUM_CLASSES + 1).eval())
     runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder, threads))
     runners.update(detector_onnxruntime_runner(size, threads))
+    runners.update(detector_int8_runners(size, threads))
     if "ort" in candidates:
         runners.update(ort_variant_runners(folder, threads))
     if "openvino" in candidates:

@@ -218,17 +218,19 @@ def demo_parser() -> ArgumentParser:
                         help="CPU threads of torch or onnxruntime (on a busy machine, 1 can be much faster)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "int8"], default=None,
                         help="fp32 (default); bf16: bfloat16 autocast, ~3x faster on CPUs with AVX512-BF16/AMX and on "
-                             "GPUs (torch backend); int8: the network quantized by ONNX Runtime on the CPU (torch "
-                             "backend: needs --calibration; onnx backend: a file exported with --precision int8)")
+                             "GPUs (torch backend); int8: the network quantized by ONNX Runtime's quantizer, run on "
+                             "the CPU by --runtime (torch backend: needs --calibration; onnx backend: a file exported "
+                             "with --precision int8)")
     parser.add_argument("--calibration", type=str | None, default=None,
                         help="training images (folder or glob) to calibrate --precision int8 on (torch backend)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="torch: a training checkpoint (--checkpoint); onnx: a file written by centernet export")
     parser.add_argument("--runtime", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
-                        help="with --backend torch and a checkpoint: what runs the fp32 network; auto: the fastest "
-                             "installed for the device (on a CPU onnxruntime when installed, else torch); onnxruntime "
-                             "and openvino export it (cached per checkpoint) and run it on the CPU (onnxruntime: "
-                             "about 1.2x as fast as torch on the project's 2-core CPU, bench/RESULTS.md)")
+                        help="with --backend torch and a checkpoint: what runs the network; auto: the fastest "
+                             "installed for the device and precision (fp32 on a CPU: onnxruntime when installed, "
+                             "else torch; int8: openvino when installed, else onnxruntime); onnxruntime and openvino "
+                             "export it (cached per checkpoint, any input size) and run it on the CPU (onnxruntime "
+                             "fp32: about 1.2x as fast as torch on the project's 2-core CPU, bench/RESULTS.md)")
     parser.add_argument("--onnx", type=str | None, default=None,
                         help="ONNX model written by centernet export (with --backend onnx)")
     return parser
@@ -274,15 +276,16 @@ def demo_main(args: list[str] | None = None) -> None:
     else:
         precision = config.precision or "fp32"
         runtime = config.runtime
-        if runtime == "auto" and any(scale != 1 for scale in config.test_scales or ()):
-            runtime = "torch"  # the exported network runs at the input size only
+        if precision == "int8" and runtime == "torch":
+            parser.error("--precision int8 runs the quantized network in onnxruntime or openvino, not torch: leave "
+                         "--runtime out (auto) or give --runtime onnxruntime or openvino")
         # the Detector's rule, with errors naming the flag (int8 and onnxruntime: the CPU unless asked)
         exported = precision == "int8" or runtime in ("onnxruntime", "openvino")
         device = pick_device(config.device, exported, "--device")
         detector = _usage(parser, lambda: Detector.from_checkpoint(config.checkpoint, device, precision=precision,
                                                                    calibration=config.calibration,
                                                                    runtime=runtime))
-        by = f", network run by {detector.runtime}" if detector.runtime != "torch" and precision == "fp32" else ""
+        by = f", network run by {detector.runtime}" if detector.runtime != "torch" else ""
         print(f"device: {describe_device(device)}; torch backend, {precision}{by}")
     classes = _usage(parser, lambda: resolve_classes(config.classes, detector.class_names))
     passes = detector.passes(config.flip_test, config.test_scales, config.tile, config.tile_overlap,

@@ -15,6 +15,7 @@ from detector.losses import CenterNetLoss
 from detector.model import CenterNet
 from detector.training.module import CenterNetModule
 from detector.inference.detectors import OnnxDetector
+from detector.inference.fastest import installed
 from detector.preprocess import normalize, to_chw_tensor
 from detector.errors import QuantizationError
 from detector.inference.quantize import calibration_batches
@@ -100,6 +101,24 @@ def test_int8_detector_finds_the_fp32_boxes(trained, int8):
     assert int8.predict_frame(images[0], flip=True, heatmap=True).heatmap.shape == (2, SIZE // 4, SIZE // 4)
 
 
+def test_int8_runs_in_openvino_when_installed_and_both_runtimes_find_the_fp32_boxes(trained, int8):
+    """int8's "auto" runtime is OpenVINO when installed (the dev extra installs it), else ONNX Runtime: the same
+    quantized file, run by either, finds the fp32 boxes, and the two runtimes agree with each other (measured
+    OpenVINO against ONNX Runtime: IoU >= 0.994, scores within 0.015, inside ``assert_boxes_agree``'s bounds; their
+    int8 kernels round apart)."""
+    from detector.inference.runtime import OnnxNetwork
+
+    checkpoint, train = trained
+    onnxruntime = Detector.from_checkpoint(checkpoint, precision="int8", calibration=train, runtime="onnxruntime")
+    assert isinstance(onnxruntime.network, OnnxNetwork) and onnxruntime.runtime == "onnxruntime"
+    assert int8.runtime == ("openvino" if installed("openvino") else "onnxruntime")
+    fp32 = Detector.from_checkpoint(checkpoint)
+    for seed in (10, 11):
+        image = shapes_image(seed)[0]
+        assert_boxes_agree(onnxruntime, fp32, image)
+        assert_boxes_agree(int8, onnxruntime, image)
+
+
 def test_int8_network_is_quantized_not_the_fp32_one(trained, int8):
     """Guards against an int8 path that silently runs fp32: its heatmap is close to fp32's, but not equal."""
     checkpoint, train = trained
@@ -127,6 +146,14 @@ def test_demo_runs_int8_from_a_checkpoint_and_refuses_an_fp32_file_as_int8(train
                       "--precision", "int8", "--calibration", str(train), "--threads", "1")
     assert result.returncode == 0, result.stderr
     assert "3 frames" in result.stdout, result.stdout
+    runtime = "openvino" if installed("openvino") else "onnxruntime"
+    assert result.stdout.splitlines()[0] == f"device: cpu (1 thread); torch backend, int8, network run by {runtime}"
+    torch_asked = run_in_process(capsys, "demo.py", "--checkpoint", str(checkpoint), "--source", str(train),
+                                 "--precision", "int8", "--calibration", str(train), "--runtime", "torch")
+    assert torch_asked.returncode == 2
+    assert torch_asked.stderr.strip().splitlines()[-1].endswith("--precision int8 runs the quantized network in "
+                                                                "onnxruntime or openvino, not torch: leave --runtime "
+                                                                "out (auto) or give --runtime onnxruntime or openvino")
     from detector.inference.export import description
 
     fp32 = identity_onnx(tmp_path / "fp32.onnx", SIZE, description(CLASS_NAMES, SIZE, 100))  # refused unread

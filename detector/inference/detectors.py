@@ -24,7 +24,8 @@ from detector.errors import DeviceError, ExportError, OptionError, QuantizationE
 from detector.images import ImageInput, as_image
 from detector.inference.cache import file_digest
 from detector.inference.export import read_onnx_description
-from detector.inference.fastest import EXPORTED_RUNTIMES, check_runtime, pick_runtime, runtime_network
+from detector.inference.fastest import (EXPORTED_RUNTIMES, check_runtime, loader, pick_runtime, runtime_network,
+                                        runtime_version)
 from detector.inference.pipeline import (TILE_OVERLAP, Passes, Precision, check_passes, check_precision,
                                          detect_scales, detect_tiles, forward_images, postprocess, resolve_classes,
                                          stack_detections, to_detections)
@@ -163,13 +164,13 @@ class BaseDetector(ABC):
                   overlap: float = TILE_OVERLAP, whole: bool = False,
                   flags: dict[str, str] | None = None) -> Passes:
         """The checked test-time passes (``pipeline.check_passes``; ``flags``: the names errors give the options);
-        scales other than 1 refused where the network's input is fixed (an ONNX file, ONNX Runtime)."""
+        scales other than 1 refused where the network's input is fixed (an ONNX file exported before 2026-12-04)."""
         test = check_passes(flip, scales, tile, overlap, whole, flags)
         if tuple(test.scales) != (1.0,) and self.fixed_input:
             name = (flags or {}).get("scales", "scales")
-            raise OptionError(f"{name}: this detector's network (exported) takes {self.input_size} px "
-                              "inputs only; test scales need the torch network (runtime='torch', the demo's "
-                              "--runtime torch) or an any-size ONNX file (tiles work)")
+            raise OptionError(f"{name}: this ONNX file takes {self.input_size} px inputs only (exported before "
+                              "any-size files): export the checkpoint again, or run the checkpoint itself (tiles "
+                              "work)")
         return test
 
     @property
@@ -228,9 +229,9 @@ class Detector(BaseDetector):
         nms_iou: optional class-wise NMS after decoding (None: the peaks are the NMS, as in evaluation's default).
         precision: ``"fp32"`` or ``"bf16"`` (bfloat16 autocast: ~3x faster on CPUs with AVX512-BF16/AMX, see
             bench/RESULTS.md; an error where the device lacks it). Check
-            ``detector.inference.pipeline.bf16_supported``. ``"int8"``: the network quantized by ONNX Runtime on the
-            ``calibration`` images and run by it (CPU only, needs onnxruntime; ``detector.inference.quantize``);
-            letterbox, flip, heatmaps and decoding stay the same.
+            ``detector.inference.pipeline.bf16_supported``. ``"int8"``: the network quantized by ONNX Runtime's
+            quantizer on the ``calibration`` images and run by ``runtime`` (ONNX Runtime or OpenVINO; CPU only, needs
+            onnxruntime; ``detector.inference.quantize``); letterbox, flip, heatmaps and decoding stay the same.
         prepare: run a copy with BatchNorm folded into the convolutions and channels_last weights
             (``prepare_for_inference``; same outputs to ~1e-5, faster). False: run ``model`` itself in eval mode.
         category_ids: the dataset's category id of each label (None: the labels ``0..C-1`` themselves).
@@ -239,11 +240,13 @@ class Detector(BaseDetector):
             ones run 0-11% faster (bench/RESULTS.md). Falls back to eager with a one-line note where it cannot.
         calibration: with ``precision="int8"``, a few training images (a folder, a glob, or images; up to 32 are
             read) to calibrate the activation ranges on.
-        runtime: what runs the network in fp32: ``"torch"`` (the default here), ``"onnxruntime"`` (the network
-            exported and run by ONNX Runtime on the CPU: about 1.2x as fast as torch on this project's 2-core CPU,
+        runtime: what runs the network: ``"torch"``, ``"onnxruntime"`` (the network exported, any input size,
+            and run by ONNX Runtime on the CPU: about 1.2x as fast as torch on this project's 2-core CPU,
             bench/RESULTS.md; outputs equal to ~1e-5), ``"openvino"`` (the same file in OpenVINO, fp32), or
-            ``"auto"`` (the fastest installed for the device, ``detector.inference.fastest.pick_runtime``: the
-            default of :meth:`from_checkpoint`). int8 always runs in ONNX Runtime; bf16 and ``compile`` need torch.
+            ``"auto"`` (the fastest installed for the device and precision,
+            ``detector.inference.fastest.pick_runtime``: the default of :meth:`from_checkpoint`; for int8 OpenVINO
+            when installed, else ONNX Runtime). None (the default here): torch, or ``"auto"`` for int8. int8 runs
+            in ONNX Runtime or OpenVINO; bf16 and ``compile`` need torch.
         cache_key: the checkpoint's digest (``cache.file_digest``; :meth:`from_checkpoint` gives it): the network
             exported for ONNX Runtime or OpenVINO is kept in the cache of exported networks
             (``detector.inference.cache``) and read from it on the next build; None: exported every time.
@@ -252,8 +255,10 @@ class Detector(BaseDetector):
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str], input_size: int,
                  max_detections: int = 100, nms_iou: float | None = None, precision: Precision | str = "fp32",
                  prepare: bool = True, category_ids: Sequence[int] | None = None, compile: bool = False,
-                 calibration: str | Path | Iterable[ImageInput] | None = None, runtime: str = "torch",
+                 calibration: str | Path | Iterable[ImageInput] | None = None, runtime: str | None = None,
                  cache_key: str | None = None):
+        if runtime is None:  # a module given directly: torch, unless it is to be quantized
+            runtime = "auto" if precision == "int8" else "torch"
         check_runtime(runtime)
         if precision != "int8":
             check_precision(precision, next(model.parameters()).device)
@@ -267,12 +272,14 @@ class Detector(BaseDetector):
         if compile:
             self.model = CompiledNetwork(self.model)
         if precision == "int8":
-            self.network = int8_network(fold_batchnorm(model), input_size, calibration, torch.get_num_threads())
+            runtime_version(runtime)  # a missing runtime's error before the quantization's seconds
+            self.network = int8_network(fold_batchnorm(model), input_size, calibration,
+                                        loader(runtime, model.stride, torch.get_num_threads()))
         elif runtime in EXPORTED_RUNTIMES:
             self.network = runtime_network(model, input_size, runtime, torch.get_num_threads(), cache_key)
         else:
             self.network = self.model
-        self.runtime = "onnxruntime" if precision == "int8" else runtime
+        self.runtime = runtime
         self.precision = precision
         self.class_names = list(class_names)
         self.category_ids = list(range(len(self.class_names)) if category_ids is None else category_ids)
@@ -301,10 +308,6 @@ class Detector(BaseDetector):
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-    @property
-    def fixed_input(self) -> bool:
-        return self.runtime in EXPORTED_RUNTIMES  # the network alone is exported at input_size
 
     @torch.inference_mode()
     def infer(self, batch: torch.Tensor, meta: torch.Tensor, flip: bool = False,

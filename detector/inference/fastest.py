@@ -1,16 +1,21 @@
-"""Which runtime runs the fp32 network (``runtime="auto"``: the fastest installed for the device) and the network
-built in it.
+"""Which runtime runs the network (``runtime="auto"``: the fastest installed for the device and precision) and the
+network built in it.
 
-``Detector.from_checkpoint`` and the demo default to ``runtime="auto"``: on a CPU in fp32 (no ``compile``), the
-first runtime of :data:`CPU_PREFERENCE` that is installed, else torch; on a GPU, in bf16 or compiled, torch. The
-order is the latency measured on this project's 2-core CPU (bench/latency.py, bench/RESULTS.md: the paper's plain
-network 318-329 ms; ours in torch 0.42x of it, in ONNX Runtime 0.36x). torch is the package's own dependency;
-ONNX Runtime and OpenVINO are extras, used when installed. OpenVINO is not in the order: it enters it only if
-the quiet measurement shows a large gain over ONNX Runtime (then put ``"openvino"`` first). ``Detector(model, ...)``
-(a module given directly) stays on torch unless asked.
+``Detector.from_checkpoint`` and the demo default to ``runtime="auto"``:
 
-:func:`runtime_network` exports the network to ONNX and loads it in ONNX Runtime or OpenVINO, through the cache of
-exported networks (``detector.inference.cache``) when the checkpoint's digest is known.
+- fp32 on a CPU (no ``compile``): the first installed runtime of :data:`CPU_PREFERENCE`, else torch;
+- int8 (CPU only): the first installed runtime of :data:`INT8_PREFERENCE` (quantizing needs ONNX Runtime's quantizer
+  either way; OpenVINO runs the quantized file 1.36x as fast as ONNX Runtime here);
+- on a GPU, in bf16 or compiled: torch.
+
+The orders are the latency measured on this project's 2-core CPU (bench/latency.py, bench/RESULTS.md: the paper's
+plain network ~311 ms; ours in torch 0.44x of it, in ONNX Runtime 0.36x, int8 in ONNX Runtime 0.149x, in OpenVINO
+0.109x). torch is the package's own dependency; ONNX Runtime and OpenVINO are extras, used when installed. In fp32
+OpenVINO is not in the order: its gain over ONNX Runtime measured 3.5%, within the machine's noise.
+``Detector(model, ...)`` (a module given directly) stays on torch unless asked.
+
+:func:`runtime_network` exports the network to ONNX (any input size) and loads it in ONNX Runtime or OpenVINO,
+through the cache of exported networks (``detector.inference.cache``) when the checkpoint's digest is known.
 """
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 EXPORTED_RUNTIMES = ("onnxruntime", "openvino")
 # The fp32 runtimes on a CPU, fastest first (see the module docstring); the first installed one is "auto"'s.
 CPU_PREFERENCE = ("onnxruntime", "torch")
+# The int8 runtimes (CPU only), fastest first; the first installed one is "auto"'s.
+INT8_PREFERENCE = ("openvino", "onnxruntime")
 
 
 def installed(runtime: str) -> bool:
@@ -52,8 +59,15 @@ def check_runtime(runtime: str) -> None:
 
 def pick_runtime(runtime: str, device: torch.device, precision: str = "fp32", compile: bool = False) -> str:
     """``runtime`` itself, or for ``"auto"`` the fastest installed one for ``device``, ``precision`` and
-    ``compile`` (see the module docstring); int8 always runs in ONNX Runtime, whatever is returned."""
+    ``compile`` (see the module docstring). int8 runs in ONNX Runtime or OpenVINO: ``ValueError`` for torch."""
     check_runtime(runtime)
+    if precision == "int8":
+        if runtime == "torch":
+            raise ValueError("precision='int8' runs the quantized network in ONNX Runtime or OpenVINO, not torch: "
+                             "use runtime='auto', 'onnxruntime' or 'openvino'")
+        if runtime == "auto":
+            return next((name for name in INT8_PREFERENCE if installed(name)), "onnxruntime")
+        return runtime
     if runtime != "auto":
         return runtime
     if torch.device(device).type != "cpu" or precision != "fp32" or compile:
@@ -81,8 +95,8 @@ def loader(runtime: str, stride: int, threads: int | None):
 
 def runtime_network(model: nn.Module, input_size: int, runtime: str, threads: int | None = None,
                     weights: str | None = None):
-    """``model`` (on the CPU) with BatchNorm folded, exported at ``input_size`` (any batch) and loaded in
-    ``runtime`` (``"onnxruntime"`` or ``"openvino"``), fp32. ``weights``: the checkpoint's digest
+    """``model`` (on the CPU) with BatchNorm folded, exported (traced at ``input_size``; any size, any batch) and
+    loaded in ``runtime`` (``"onnxruntime"`` or ``"openvino"``), fp32. ``weights``: the checkpoint's digest
     (``cache.file_digest``): the exported file is then kept in, or read from, the cache (a hit neither folds nor
     exports); None: exported to a temporary folder."""
     version = runtime_version(runtime)  # the runtime's error first, before any export

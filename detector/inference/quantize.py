@@ -13,10 +13,10 @@ Two ways in, one quantizer:
   :func:`quantize_onnx`): the exported file (uint8 images in, decoded boxes out) with its network quantized;
   ``OnnxDetector`` and the demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
 - ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
-  memory and run by ONNX Runtime in place of the torch network; letterbox, flip test, heatmaps and decoding stay
-  the torch ones.
+  memory and run by OpenVINO (when installed: 1.36x as fast on this project's CPU, bench/RESULTS.md) or ONNX Runtime
+  in place of the torch network; letterbox, flip test, test scales, heatmaps and decoding stay the torch ones.
 
-Tracing and sessions are ``detector.inference.runtime``'s (whose ``fp32_network`` is the same network unquantized).
+Tracing and sessions are ``detector.inference.runtime``'s (``trace_network`` writes the same network unquantized).
 
 Where it cannot run (onnxruntime missing, a GPU device, no calibration images) the error says so in one line
 (:class:`QuantizationError`). bench/RESULTS.md has the speed and the AP against fp32 with the same weights.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ CALIBRATION_IMAGES = 32
 # The network's nodes in an exported graph: ``ExportedDetector.model`` and ``NetworkOutputs.model`` scope them
 # (``detector.inference.runtime.name_by_module`` names each node after its module).
 NETWORK_SCOPE = "/model/"
+Network = TypeVar("Network")
 
 
 def calibration_batches(source: str | Path | Iterable[ImageInput], input_size: int,
@@ -109,8 +110,10 @@ def quantize_onnx(source: Path, output: Path, batches: Iterable[np.ndarray],
 
 
 def int8_network(model: nn.Module, input_size: int, calibration: str | Path | Iterable[ImageInput],
-                 threads: int | None = None, count: int = CALIBRATION_IMAGES) -> OnnxNetwork:
-    """``model`` (eval mode, on the CPU) traced, quantized on ``calibration`` images and loaded in ONNX Runtime."""
+                 load: Callable[[Path], Network] | None = None, count: int = CALIBRATION_IMAGES) -> Network:
+    """``model`` (eval mode, on the CPU) exported (traced at ``input_size``, any size), quantized on ``calibration``
+    images and loaded by ``load`` (the quantized file -> a network: ``fastest.loader`` of ONNX Runtime or
+    OpenVINO; None: an ONNX Runtime session on torch's thread count)."""
     require_onnxruntime(quantizer=True)
     require_cpu(model, "precision='int8'")
     batches = [normalize(torch.from_numpy(batch)).numpy()
@@ -118,4 +121,4 @@ def int8_network(model: nn.Module, input_size: int, calibration: str | Path | It
     with tempfile.TemporaryDirectory() as folder:
         fp32 = trace_network(model, input_size, Path(folder) / "network.onnx")
         path = quantize_onnx(fp32, Path(folder) / "network_int8.onnx", batches)
-        return OnnxNetwork(open_session(path, threads), model.stride)
+        return load(path) if load else OnnxNetwork(open_session(path, torch.get_num_threads()), model.stride)

@@ -10,10 +10,11 @@ which needs a recent ONNX Runtime (tested with 1.32; 1.18 and 1.19 have no kerne
 by their operator; :func:`trace_onnx` renames the network's after their module (``/model/neck/...``), as
 ``detector.inference.quantize`` picks the nodes to quantize by that scope.
 
-``Detector(..., runtime="onnxruntime")`` (:func:`fp32_network`) runs the network exported in memory by ONNX
-Runtime instead of torch: on this project's CPU its fp32 kernels took half the time of torch's for the same network
-(bench/RESULTS.md, 2026-12-01), outputs equal to ~1e-5. The int8 network (``detector.inference.quantize``) is the
-same with its network quantized. Sessions run on the CPU, with threads that sleep rather than spin while waiting.
+``Detector(..., runtime="onnxruntime")`` runs the network alone exported by :func:`trace_network` (any input size,
+any batch) and loaded in a session (``detector.inference.fastest.runtime_network``): on this project's 2-core CPU
+about 0.85x the time torch takes for the same network (bench/RESULTS.md), outputs equal to ~1e-5. The int8 network
+(``detector.inference.quantize``) is the same file with its network quantized. Sessions run on the CPU, with threads
+that sleep rather than spin while waiting.
 
 Where it cannot run (onnxruntime missing, a GPU device) the error says so in one line (:class:`QuantizationError`);
 without onnxscript, exporting says so in one line (:class:`ExportError`).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,17 +179,10 @@ def require_cpu(model: nn.Module, what: str) -> None:
 
 
 def trace_network(model: nn.Module, input_size: int, path: Path) -> Path:
-    """The network ``model`` alone (:class:`NetworkOutputs`, normalised float32 images in) exported at
-    ``input_size`` (any batch) to the ONNX file ``path``."""
-    trace_onnx(NetworkOutputs(model), trace_example(input_size, torch.float32), path, NETWORK_OUTPUTS,
-               onnx_opset(model))
+    """The network ``model`` alone (:class:`NetworkOutputs`, normalised float32 images in) exported to the ONNX file
+    ``path``, traced at ``input_size``, taking any batch and any height and width that are multiples of 32 (the
+    test scales resize the input): on this project's CPU the any-size file ran as fast as one fixed at the size
+    (bench/RESULTS.md, ONNX Runtime and OpenVINO)."""
+    trace_onnx(NetworkOutputs(model), trace_example(input_size, torch.float32, any_size=True), path, NETWORK_OUTPUTS,
+               onnx_opset(model), any_size=True)
     return path
-
-
-def fp32_network(model: nn.Module, input_size: int, threads: int | None = None) -> OnnxNetwork:
-    """``model`` (eval mode, on the CPU) exported at ``input_size`` (any batch) and loaded in ONNX Runtime, fp32."""
-    require_onnxruntime()
-    require_cpu(model, "runtime='onnxruntime'")
-    with tempfile.TemporaryDirectory() as folder:
-        path = trace_network(model, input_size, Path(folder) / "network.onnx")
-        return OnnxNetwork(open_session(path, threads), model.stride)
