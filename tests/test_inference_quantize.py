@@ -20,7 +20,7 @@ from detector.preprocess import normalize, to_chw_tensor
 from detector.errors import QuantizationError
 from detector.inference.quantize import calibration_batches
 from detector.targets import encode
-from helpers.commands import run_in_process, run_tool
+from helpers.commands import run_in_process
 from helpers.onnx_models import identity_onnx
 
 CLASS_NAMES = ["red", "blue"]
@@ -129,10 +129,10 @@ def test_int8_network_is_quantized_not_the_fp32_one(trained, int8):
     assert 1e-4 < (got - want).abs().max() < 0.15
 
 
-def test_exported_int8_file_runs_behind_the_onnx_detector(trained, tmp_path):
+def test_exported_int8_file_runs_behind_the_onnx_detector(trained, tmp_path, capsys):
     checkpoint, train = trained
-    result = run_tool("export.py", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "int8.onnx"),
-                      "--precision", "int8", "--calibration", str(train))
+    result = run_in_process(capsys, "export.py", "--checkpoint", str(checkpoint), "--output",
+                            str(tmp_path / "int8.onnx"), "--precision", "int8", "--calibration", str(train))
     assert result.returncode == 0, result.stderr
     assert "int8" in result.stdout
     detector = OnnxDetector(tmp_path / "int8.onnx")
