@@ -36,7 +36,7 @@ def test_auto_is_torch_on_a_gpu_in_bf16_or_compiled(monkeypatch):
 
 
 def test_int8_runs_in_openvino_when_installed_else_onnxruntime_never_torch(monkeypatch):
-    """The int8 order (OpenVINO ran our quantized file 1.36x as fast as ONNX Runtime, bench/RESULTS.md); with
+    """The int8 order (OpenVINO ran our quantized network 1.1x as fast as ONNX Runtime, bench/RESULTS.md); with
     neither installed, ONNX Runtime (whose error says how to install it); torch asked for int8 is refused."""
     monkeypatch.setattr(fastest, "installed", lambda runtime: True)
     assert pick_runtime("auto", CPU, "int8") == fastest.INT8_PREFERENCE[0] == "openvino"

@@ -5,13 +5,13 @@ network built in it.
 
 - fp32 on a CPU (no ``compile``): the first installed runtime of :data:`CPU_PREFERENCE`, else torch;
 - int8 (CPU only): the first installed runtime of :data:`INT8_PREFERENCE` (quantizing needs ONNX Runtime's quantizer
-  either way; OpenVINO runs the quantized file 1.36x as fast as ONNX Runtime here);
+  either way; OpenVINO runs the quantized network 1.1x as fast as ONNX Runtime here, the same AP within 0.15);
 - on a GPU, in bf16 or compiled: torch.
 
-The orders are the latency measured on this project's 2-core CPU (bench/latency.py, bench/RESULTS.md: the paper's
-plain network ~311 ms; ours in torch 0.44x of it, in ONNX Runtime 0.36x, int8 in ONNX Runtime 0.149x, in OpenVINO
-0.109x). torch is the package's own dependency; ONNX Runtime and OpenVINO are extras, used when installed. In fp32
-OpenVINO is not in the order: its gain over ONNX Runtime measured 3.5%, within the machine's noise.
+The orders are the latency measured on this project's 2-core CPU (bench/latency.py, bench/RESULTS.md 2026-12-05:
+the paper's plain network ~300 ms; ours fp32 in torch 0.41-0.43x of it, in ONNX Runtime 0.36x; int8 in ONNX Runtime
+0.136-0.141x, in OpenVINO 0.125x). torch is the package's own dependency; ONNX Runtime and OpenVINO are extras, used
+when installed. In fp32 OpenVINO is not in the order: its time equals ONNX Runtime's within the runs' spread.
 ``Detector(model, ...)`` (a module given directly) stays on torch unless asked.
 
 :func:`runtime_network` exports the network to ONNX (any input size) and loads it in ONNX Runtime or OpenVINO,

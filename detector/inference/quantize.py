@@ -13,7 +13,7 @@ Two ways in, one quantizer:
   :func:`quantize_onnx`): the exported file (uint8 images in, decoded boxes out) with its network quantized;
   ``OnnxDetector`` and the demo's ``--backend onnx`` run it, its metadata says ``"precision": "int8"``.
 - ``Detector(..., precision="int8", calibration=<images>)`` (:func:`int8_network`): the network alone, quantized in
-  memory and run by OpenVINO (when installed: 1.36x as fast on this project's CPU, bench/RESULTS.md) or ONNX Runtime
+  memory and run by OpenVINO (when installed: 1.1x as fast on this project's CPU, bench/RESULTS.md) or ONNX Runtime
   in place of the torch network; letterbox, flip test, test scales, heatmaps and decoding stay the torch ones.
 
 Tracing and sessions are ``detector.inference.runtime``'s (``trace_network`` writes the same network unquantized).
