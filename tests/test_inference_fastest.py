@@ -1,6 +1,6 @@
 """The runtime choice: ``"auto"`` is the first installed runtime of the CPU preference on a CPU in fp32, torch on a
-GPU, in bf16 or compiled, OpenVINO or ONNX Runtime for int8; an explicit runtime is kept; a module given to ``Detector`` stays on torch; OpenVINO
-missing says how to install it."""
+GPU, in bf16 or compiled, OpenVINO or ONNX Runtime for int8; an explicit runtime is kept; a module given to
+``Detector`` stays on torch; OpenVINO missing says how to install it."""
 import sys
 
 import pytest

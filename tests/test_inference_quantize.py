@@ -112,6 +112,10 @@ def test_int8_runs_in_openvino_when_installed_and_both_runtimes_find_the_fp32_bo
     onnxruntime = Detector.from_checkpoint(checkpoint, precision="int8", calibration=train, runtime="onnxruntime")
     assert isinstance(onnxruntime.network, OnnxNetwork) and onnxruntime.runtime == "onnxruntime"
     assert int8.runtime == ("openvino" if installed("openvino") else "onnxruntime")
+    if installed("openvino"):
+        from detector.inference.openvino_runtime import OpenVinoNetwork
+
+        assert isinstance(int8.network, OpenVinoNetwork)
     fp32 = Detector.from_checkpoint(checkpoint)
     for seed in (10, 11):
         image = shapes_image(seed)[0]
