@@ -66,18 +66,21 @@ def test_protected_kinds_are_checkpoints_annotations_and_labels_but_not_our_outp
     files = {
         "a.ckpt": b"x", "w.pth": b"x", "gt.json": b' {"images": []}', "dets.json": b"[]", "a.xml": b"<annotation/>",
         "labels/l.txt": b"0 0.5 0.5 0.2 0.2\n", "preds.txt": b"0 0.5 0.5 0.2 0.2 0.91\n", "empty.txt": b"",
-        "notes.md": b"hello",
+        "notes.md": b"hello", "model.bin": b"x",
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     torch.save({"state_dict": {}}, tmp_path / "weights.pt")
+    torch.save({"state_dict": {}}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # no zip archive
     traced = torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     torch.jit.save(traced, str(tmp_path / "export.pt"))
-    kinds = {name: protected_kind(tmp_path / name) for name in [*files, "weights.pt", "export.pt", "missing.ckpt"]}
+    kinds = {name: protected_kind(tmp_path / name)
+             for name in [*files, "weights.pt", "legacy.pt", "export.pt", "missing.ckpt"]}
     assert kinds == {"a.ckpt": "a checkpoint", "w.pth": "a checkpoint", "gt.json": "an annotation file",
                      "dets.json": None, "a.xml": "an annotation file", "labels/l.txt": "a label file",
-                     "preds.txt": None, "empty.txt": None, "notes.md": None, "weights.pt": "a checkpoint",
-                     "export.pt": None, "missing.ckpt": None}
+                     "preds.txt": None, "empty.txt": None, "notes.md": None, "model.bin": "a checkpoint",
+                     "weights.pt": "a checkpoint", "legacy.pt": "a checkpoint", "export.pt": None,
+                     "missing.ckpt": None}
 
 
 def test_label_files_by_layout_empty_ones_too(tmp_path):
@@ -120,13 +123,28 @@ def test_a_label_file_is_five_numbers_on_each_of_its_first_twenty_lines(tmp_path
                                                                          "mixed.txt": None, "words.txt": None}
 
 
+def test_an_unreadable_txt_file_is_no_label_file_by_its_lines(tmp_path, monkeypatch):
+    text = tmp_path / "notes.txt"
+    text.write_text("0 0.5 0.5 0.2 0.2\n")
+    assert protected_kind(text) == "a label file"
+    opened = Path.open
+
+    def refuse(path, *args, **kwargs):  # EACCES as a user meets it (the suite may run as root, who reads anything)
+        if path == text:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert protected_kind(text) is None
+
+
 def test_a_folder_is_no_output_file_even_with_exist_ok(tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(OptionError, match="out is a folder; give a file name"):
         Outputs(exist_ok=True, error=OptionError).check("--x", tmp_path / "out")
 
 
-def test_a_written_file_gets_the_permissions_of_a_new_file(tmp_path):
+def test_a_written_file_gets_the_permissions_of_a_new_file_and_its_missing_folders(tmp_path):
     mask = os.umask(0o022)
     try:
         write_text(tmp_path / "a.json", "[]")
@@ -134,6 +152,8 @@ def test_a_written_file_gets_the_permissions_of_a_new_file(tmp_path):
         os.umask(mask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644  # not mkstemp's 0o600
     assert (tmp_path / "a.json").read_text() == "[]"
+    write_text(tmp_path / "new" / "nested" / "b.json", "[]")  # its missing folders made
+    assert (tmp_path / "new" / "nested" / "b.json").read_text() == "[]"
 
 
 def test_outputs_check_inputs_by_identity_protected_files_and_exist_ok(tmp_path):
