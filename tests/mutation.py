@@ -51,6 +51,12 @@ MODULES = {
     "track": ("detector/inference/track.py", ["tests/test_inference_track.py"]),
     "overwrite": ("detector/overwrite.py", ["tests/test_overwrite.py", "-m", "not slow"]),
     "split": ("detector/data/split.py", ["tests/test_data_split.py"]),
+    # the labelling tools' exports read end to end (check in process, the data module): fast tests only
+    "detect": ("detector/data/detect.py", ["tests/test_data_detect.py", "tests/e2e/test_labelling_tool_exports.py",
+                                           "-m", "not slow"]),
+    "labelimg": ("detector/data/labelimg.py", ["tests/test_data_labelimg.py",
+                                               "tests/e2e/test_labelling_tool_exports.py", "-m", "not slow"]),
+    "cache": ("detector/inference/cache.py", ["tests/test_inference_cache.py"]),
 }
 
 BINOP_SWAPS = {ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult}

@@ -59,6 +59,28 @@ def test_a_corrupt_entry_is_exported_again_with_a_one_line_note(folder, capsys):
     assert "Traceback" not in err and "second line" not in err
 
 
+def test_the_note_cuts_a_long_reason_at_160_characters(folder, capsys):
+    folder.mkdir()
+    (folder / "k1.onnx").write_bytes(b"\x00cut")
+    exporter = Exporter()
+
+    def load(path: Path) -> bytes:
+        if path.read_bytes() == b"\x00cut":
+            raise RuntimeError("x" * 300)
+        return exporter.load(path)
+
+    assert cached_export("k1", exporter.export, load) == b"network"
+    assert f"cannot be loaded ({'x' * 160}); exporting it again" in capsys.readouterr().err
+
+
+def test_a_missing_cache_folder_is_made_with_its_parents(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "home" / ".cache" / "detector" / "exported"
+    monkeypatch.setenv("DETECTOR_CACHE", str(folder))
+    exporter = Exporter()
+    assert cached_export("k1", exporter.export, exporter.load) == b"network"
+    assert (folder / "k1.onnx").read_bytes() == b"network" and capsys.readouterr().err == ""
+
+
 def test_a_failed_export_leaves_nothing_under_the_key(folder):
     def failing(path: Path) -> None:
         path.write_bytes(b"half")

@@ -5,6 +5,7 @@ process and checks one ``error:`` line, the exit status, and that no file change
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +24,7 @@ from detector.cli import run
 from detector.demo.outputs import open_sink, output_guard
 from detector.errors import DemoError, OptionError
 from detector.inference.sources import open_source
-from detector.overwrite import Outputs, numbered, protected_kind, replacing
+from detector.overwrite import Outputs, numbered, protected_kind, replacing, write_text
 from detector.training.run import refuse_overwriting_run
 
 
@@ -65,18 +66,21 @@ def test_protected_kinds_are_checkpoints_annotations_and_labels_but_not_our_outp
     files = {
         "a.ckpt": b"x", "w.pth": b"x", "gt.json": b' {"images": []}', "dets.json": b"[]", "a.xml": b"<annotation/>",
         "labels/l.txt": b"0 0.5 0.5 0.2 0.2\n", "preds.txt": b"0 0.5 0.5 0.2 0.2 0.91\n", "empty.txt": b"",
-        "notes.md": b"hello",
+        "notes.md": b"hello", "model.bin": b"x",
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     torch.save({"state_dict": {}}, tmp_path / "weights.pt")
+    torch.save({"state_dict": {}}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)  # no zip archive
     traced = torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2))
     torch.jit.save(traced, str(tmp_path / "export.pt"))
-    kinds = {name: protected_kind(tmp_path / name) for name in [*files, "weights.pt", "export.pt", "missing.ckpt"]}
+    kinds = {name: protected_kind(tmp_path / name)
+             for name in [*files, "weights.pt", "legacy.pt", "export.pt", "missing.ckpt"]}
     assert kinds == {"a.ckpt": "a checkpoint", "w.pth": "a checkpoint", "gt.json": "an annotation file",
                      "dets.json": None, "a.xml": "an annotation file", "labels/l.txt": "a label file",
-                     "preds.txt": None, "empty.txt": None, "notes.md": None, "weights.pt": "a checkpoint",
-                     "export.pt": None, "missing.ckpt": None}
+                     "preds.txt": None, "empty.txt": None, "notes.md": None, "model.bin": "a checkpoint",
+                     "weights.pt": "a checkpoint", "legacy.pt": "a checkpoint", "export.pt": None,
+                     "missing.ckpt": None}
 
 
 def test_label_files_by_layout_empty_ones_too(tmp_path):
@@ -99,12 +103,66 @@ def test_label_files_by_layout_empty_ones_too(tmp_path):
     assert protected_kind(tmp_path / "preds" / "a.txt") is None
 
 
+def test_a_labels_folder_protects_only_where_the_same_path_with_images_is_a_folder(tmp_path):
+    label = tmp_path / "out" / "labels" / "val" / "a.txt"
+    label.parent.mkdir(parents=True)
+    label.write_text("")
+    (tmp_path / "out" / "images").mkdir()  # images/ but no images/val/: not this file's dataset
+    assert protected_kind(label) is None
+    (tmp_path / "out" / "images" / "val").mkdir()
+    assert protected_kind(label) == "a label file"
+
+
+def test_a_label_file_is_five_numbers_on_each_of_its_first_twenty_lines(tmp_path):
+    line = "0 0.5 0.5 0.2 0.2\n"
+    files = {"long.txt": line * 20 + "a note after the twentieth line\n", "mixed.txt": line + line[:-1] + " 0.91\n",
+             "words.txt": "one two three four five\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert {name: protected_kind(tmp_path / name) for name in files} == {"long.txt": "a label file",
+                                                                         "mixed.txt": None, "words.txt": None}
+
+
+def test_an_unreadable_txt_file_is_no_label_file_by_its_lines(tmp_path, monkeypatch):
+    text = tmp_path / "notes.txt"
+    text.write_text("0 0.5 0.5 0.2 0.2\n")
+    assert protected_kind(text) == "a label file"
+    opened = Path.open
+
+    def refuse(path, *args, **kwargs):  # EACCES as a user meets it (the suite may run as root, who reads anything)
+        if path == text:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", refuse)
+    assert protected_kind(text) is None
+
+
+def test_a_folder_is_no_output_file_even_with_exist_ok(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OptionError, match="out is a folder; give a file name"):
+        Outputs(exist_ok=True, error=OptionError).check("--x", tmp_path / "out")
+
+
+def test_a_written_file_gets_the_permissions_of_a_new_file_and_its_missing_folders(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.json", "[]")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644  # not mkstemp's 0o600
+    assert (tmp_path / "a.json").read_text() == "[]"
+    write_text(tmp_path / "new" / "nested" / "b.json", "[]")  # its missing folders made
+    assert (tmp_path / "new" / "nested" / "b.json").read_text() == "[]"
+
+
 def test_outputs_check_inputs_by_identity_protected_files_and_exist_ok(tmp_path):
     source = tmp_path / "in.png"
     source.write_bytes(b"png")
     (tmp_path / "old.json").write_text("[]")
     (tmp_path / "run.ckpt").write_bytes(b"x")
     os.link(source, tmp_path / "link.png")
+    assert list(Outputs([None, source]).inputs.values()) == [source]  # an input not given is no input
     guard = Outputs([source], exist_ok=True, error=OptionError)
     with pytest.raises(OptionError, match="an input of this command"):
         guard.check("--x", tmp_path / "link.png")  # another name of the same file
@@ -132,6 +190,7 @@ def test_replacing_keeps_the_old_file_whole_when_writing_fails_and_leaves_no_tem
 def test_numbered_takes_the_first_free_name(tmp_path):
     assert numbered(tmp_path / "voc") == tmp_path / "voc"
     (tmp_path / "voc").mkdir()
+    assert numbered(tmp_path / "voc") == tmp_path / "voc2"
     (tmp_path / "voc2").mkdir()
     assert numbered(tmp_path / "voc") == tmp_path / "voc3"
 

@@ -230,8 +230,9 @@ def _roboflow_coco(folder: Path) -> Found | None:
 
 
 def _json_file(folder: Path) -> Found | None:
-    """Label Studio's ``result.json`` (``file_name`` holding ``images/x.jpg``), or the one ``.json`` of a folder."""
-    jsons = sorted(p for p in folder.glob("*.json") if p.name != "notes.json")
+    """Label Studio's ``result.json`` (``file_name`` holding ``images/x.jpg``), or the one ``.json`` of a folder (not
+    Label Studio's ``notes.json``, nor Roboflow's, which :func:`_roboflow_coco` reads: a split folder given itself)."""
+    jsons = sorted(p for p in folder.glob("*.json") if p.name not in ("notes.json", ROBOFLOW_JSON))
     chosen = folder / "result.json" if (folder / "result.json").is_file() else jsons[0] if len(jsons) == 1 else None
     if chosen is None or (folder / "classes.txt").is_file():
         return None
