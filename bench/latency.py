@@ -357,53 +357,31 @@ def cxx_compiler() -> str | None:
     return next((found for name in names if (found := shutil.which(name))), None)
 
 
-def detector_onnxruntime_runner(size: int, threads: int,
-                                runtimes: tuple[str, ...] = ("torch", "onnxruntime")) -> dict[str, Callable]:
-    """``Detector(..., runtime="onnxruntime")``: the network exported in memory and run by ONNX Runtime in fp32,
-    letterbox and decoding the torch ones, as ``Detector.predict`` runs them (its session takes torch's thread count
-    when built: checked to be ``threads``); {} without onnxruntime. The same for each of ``runtimes``
-    (``"openvino"``: its compiled model's threads checked)."""
-    from detector.inference.detectors import Detector
-
-    names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
-    runners = {}
-    for runtime in runtimes:
-        try:
-            detector = Detector(copy.deepcopy(network), names, size, runtime=runtime)
-        except Exception as error:  # noqa: BLE001  (the onnxruntime row is optional)
-            print(f"note: no Detector(runtime={runtime!r}) row ({error})")
-            continue
-        if runtime == "onnxruntime":
-            check_onnx_threads(detector.network.session, threads, "Detector(runtime='onnxruntime')")
-        if runtime == "openvino":
-            check_openvino_threads(detector.network.compiled, threads, "Detector(runtime='openvino')")
-        runners[f"ours (lean) fp32, Detector(runtime='{runtime}')"] = (
-            lambda image, detector=detector: detector.predict(image, conf=0.0))
-    return runners
-
-
-def detector_int8_runners(size: int, threads: int) -> dict[str, Callable]:
-    """``Detector(..., precision="int8", runtime=...)`` for ONNX Runtime and OpenVINO (int8's ``"auto"`` picks the
-    first installed of ``fastest.INT8_PREFERENCE``): the network quantized in memory (calibrated on 8 random images,
-    which changes no time), letterbox and decoding the torch ones, as ``Detector.predict`` runs them; each runtime's
-    threads checked. A note and no row for a runtime that is not installed."""
+def detector_onnxruntime_runner(size: int, threads: int, runtimes: tuple[str, ...] = ("torch", "onnxruntime"),
+                                precision: str = "fp32") -> dict[str, Callable]:
+    """``Detector(..., runtime=...)`` for each of ``runtimes``, as ``Detector.predict`` runs it (letterbox and
+    decoding the torch ones): the network exported in memory and run by ONNX Runtime or OpenVINO (their threads
+    checked to be ``threads``: a session, a compiled model take torch's count when built), or torch. ``precision``
+    ``"int8"``: the network quantized in memory, calibrated on 8 random images (which changes no time). A note and no
+    row for a runtime that is not installed."""
     from detector.inference.detectors import Detector
 
     names, network = [str(i) for i in range(NUM_CLASSES)], CenterNet(NUM_CLASSES, neck="lean")
     generator = np.random.default_rng(0)
-    calibration = [generator.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(CALIBRATION_IMAGES)]
+    calibration = ([generator.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(CALIBRATION_IMAGES)]
+                   if precision == "int8" else None)
     runners = {}
-    for runtime in ("onnxruntime", "openvino"):
+    for runtime in runtimes:
         try:
-            detector = Detector(copy.deepcopy(network), names, size, precision="int8", calibration=calibration,
+            detector = Detector(copy.deepcopy(network), names, size, precision=precision, calibration=calibration,
                                 runtime=runtime)
-        except Exception as error:  # noqa: BLE001  (the rows are optional)
-            print(f"note: no Detector(precision='int8', runtime={runtime!r}) row ({error})")
+        except Exception as error:  # noqa: BLE001  (the rows of the extras are optional)
+            print(f"note: no Detector(precision={precision!r}, runtime={runtime!r}) row ({error})")
             continue
-        name = f"ours (lean) int8, Detector(runtime='{runtime}')"
+        name = f"ours (lean) {precision}, Detector(runtime='{runtime}')"
         if runtime == "onnxruntime":
             check_onnx_threads(detector.network.session, threads, name)
-        else:
+        if runtime == "openvino":
             check_openvino_threads(detector.network.compiled, threads, name)
         runners[name] = lambda image, detector=detector: detector.predict(image, conf=0.0)
     return runners
@@ -563,7 +541,7 @@ def build(size: int, folder: str, threads: int, compile: bool = False,
                                                         num_classes=NUM_CLASSES + 1).eval())
     runners.update(onnx_runners(fold_batchnorm(CenterNet(NUM_CLASSES, neck="lean").eval()), size, folder, threads))
     runners.update(detector_onnxruntime_runner(size, threads))
-    runners.update(detector_int8_runners(size, threads))
+    runners.update(detector_onnxruntime_runner(size, threads, ("onnxruntime", "openvino"), "int8"))
     if "ort" in candidates:
         runners.update(ort_variant_runners(folder, threads))
     if "openvino" in candidates:

@@ -145,7 +145,7 @@ def run_tiles(args: argparse.Namespace) -> None:
 
 def run_scales(args: argparse.Namespace) -> None:
     datamodule = validation_data(args)
-    # runtime="torch": test scales run the network at other sizes (the exported runtime network has one)
+    # runtime="torch": the runtime of the figures in bench/RESULTS.md (any runtime takes the scales)
     detector = Detector.from_checkpoint(args.checkpoint, device="cpu", runtime="torch")
     batches = list(datamodule.val_dataloader())
     if args.limit is not None:

@@ -249,8 +249,8 @@ def test_export_torchscript_from_the_command_line_gives_the_detector_boxes(sourc
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
 def test_mixed_precision_training_on_the_cpu_gives_a_finite_loss(precision, tmp_path, capsys):
-    result = run_in_process(capsys, "train.py", *train_args(tmp_path, "--trainer.max_steps", "2", "--trainer.precision", precision,
-                                              "--trainer.log_every_n_steps", "1"))
+    result = run_in_process(capsys, "train.py", *train_args(tmp_path, "--trainer.max_steps", "2", "--trainer.precision",
+                                                            precision, "--trainer.log_every_n_steps", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     last = Path(result.stdout.split("last: ")[1].split(")")[0])
     checkpoint = torch.load(last, weights_only=True)
